@@ -1,0 +1,139 @@
+"""The one typed configuration of a self-supervised detector.
+
+Every field says why it exists. Validation that needs only the config lives
+here; validation that needs the images (grid vs. image side) lives in
+`mtssad.transforms.build_plan`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+
+# Head names, in the order their transforms are laid out in a batch.
+GEOMETRIC_TASKS = ("vertical", "horizontal", "rotation")
+ALL_TASKS = GEOMETRIC_TASKS + ("jigsaw",)
+# Short names a user may pass for a group of heads (ablations of the paper's Table 4).
+TASK_ALIASES = {"geometric": GEOMETRIC_TASKS, "ours": ALL_TASKS, "all": ALL_TASKS}
+SCORE_NORMS = ("none", "mean", "standardize")
+_BACKBONE_RE = re.compile(r"^wrn-(\d+)-(\d+)$")
+
+
+def expand_tasks(tasks) -> tuple[str, ...]:
+    """Turn names and aliases ("geometric", "jigsaw", ...) into head names, order kept, no repeats."""
+    if isinstance(tasks, str):
+        tasks = (tasks,)
+    out: list[str] = []
+    for name in tasks:
+        for head in TASK_ALIASES.get(name, (name,)):
+            if head not in ALL_TASKS:
+                raise ValueError(
+                    f"unknown task {name!r}; expected one of {list(ALL_TASKS) + list(TASK_ALIASES)}"
+                )
+            if head not in out:
+                out.append(head)
+    if not out:
+        raise ValueError("tasks is empty; expected at least one of " + str(list(ALL_TASKS)))
+    return tuple(out)
+
+
+def parse_backbone(name: str) -> tuple[int, int]:
+    """'wrn-16-4' -> (16, 4); depth must be 6n+4 (n >= 1 residual blocks per stage)."""
+    m = _BACKBONE_RE.match(str(name).lower())
+    if not m:
+        raise ValueError(f"backbone must look like 'wrn-<depth>-<width>' (e.g. wrn-16-4); got {name!r}")
+    depth, width = int(m.group(1)), int(m.group(2))
+    if depth < 10 or (depth - 4) % 6 != 0 or width < 1:
+        raise ValueError(
+            f"Wide-ResNet depth must be 6n+4 >= 10 and width >= 1 (e.g. 10, 16, 22, 28); got depth={depth}, width={width}"
+        )
+    return depth, width
+
+
+@dataclass
+class DetectorConfig:
+    """Hyperparameters of a self-supervised detector (defaults: the paper's, METHOD.md)."""
+
+    tasks: tuple[str, ...] = ALL_TASKS  # heads trained and scored; "geometric"/"jigsaw" give the paper's ablations
+    grid: tuple[int, int] = (3, 3)  # jigsaw grid (n_h, n_w); the paper's best is 3x3
+    k: int = 3  # jigsaw permutations incl. identity; the paper's best is 3
+    margin: int = 2  # px a jigsaw patch is smaller than its cell, so edges cannot give the answer away
+    shift: float = 0.25  # translation t as a fraction of the image side (8 px at 32 px, as MHRot)
+    backbone: str = "wrn-16-4"  # Wide-ResNet depth-width; wrn-10-1 for CPUs, wrn-16-8 is the paper's "~10M"
+    dropout: float = 0.3  # dropout before each dense head, as in the paper
+    epochs: int = 15  # passes over the normal training images
+    batch_size: int = 32  # original images per step (each expanded to all its variants)
+    lr: float = 0.1  # initial SGD learning rate, cosine-annealed to 0
+    momentum: float = 0.9  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 on all weights
+    score_norm: str = "none"  # "none" = paper's mean of per-head sums; "mean" divides by #transforms; "standardize" z-scores on held-out normals
+    score_heads: tuple[str, ...] | None = None  # heads averaged in the score (None = all trained heads); for head selection
+    contamination: float = 0.05  # assumed anomaly fraction that sets threshold_ for predict()
+    score_batch_size: int = 256  # original images per scoring batch; bounds memory, not results
+    seed: int = 0  # seeds torch, numpy, permutations, jigsaw offsets and shuffling
+    device: str = "auto"  # "auto" = cuda if available else cpu
+    amp: bool = False  # bfloat16/float16 autocast on GPU; ignored on CPU
+    progress: bool = True  # tqdm bar with the loss during fit
+
+    def __post_init__(self):
+        self.tasks = expand_tasks(self.tasks)
+        if self.score_heads is not None:
+            self.score_heads = expand_tasks(self.score_heads)
+            extra = set(self.score_heads) - set(self.tasks)
+            if extra:
+                raise ValueError(f"score_heads {sorted(extra)} are not trained heads; trained: {list(self.tasks)}")
+        grid = tuple(self.grid) if not isinstance(self.grid, str) else tuple(int(v) for v in self.grid.lower().split("x"))
+        if len(grid) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) for g in grid):
+            raise ValueError(f"grid must be two integers (n_h, n_w); got {self.grid!r}")
+        if min(grid) < 1 or grid[0] * grid[1] < 2:
+            raise ValueError(f"grid must have n_h, n_w >= 1 and at least 2 cells; got {grid}")
+        self.grid = grid
+        if "jigsaw" in self.tasks:
+            n_perm = math.factorial(grid[0] * grid[1])
+            if not (2 <= self.k < n_perm):
+                raise ValueError(
+                    f"k must satisfy 2 <= k < ({grid[0]}*{grid[1]})! = {n_perm} for a {grid[0]}x{grid[1]} grid; got k={self.k}"
+                )
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0 px; got {self.margin}")
+        if not (0 < self.shift < 0.5):
+            raise ValueError(f"shift must be a fraction of the side in (0, 0.5); got {self.shift}")
+        parse_backbone(self.backbone)
+        for name, lo in (("epochs", 0), ("batch_size", 1), ("score_batch_size", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+        for name in ("lr", "momentum", "weight_decay", "dropout"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0; got {getattr(self, name)!r}")
+        if self.lr == 0:
+            raise ValueError("lr must be > 0; got 0")
+        if not self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.score_norm not in SCORE_NORMS:
+            raise ValueError(f"score_norm must be one of {SCORE_NORMS}; got {self.score_norm!r}")
+        if not (0 < self.contamination < 0.5):
+            raise ValueError(f"contamination must be in (0, 0.5); got {self.contamination}")
+        if self.device != "auto" and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}")
+
+    @property
+    def heads_for_score(self) -> tuple[str, ...]:
+        return self.score_heads or self.tasks
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DetectorConfig":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"config has unknown fields {sorted(unknown)}; this mtssad knows {sorted(known)}")
+        for key in ("tasks", "grid", "score_heads"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)

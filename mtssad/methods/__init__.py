@@ -1,0 +1,82 @@
+"""The registry of detection methods selectable with `--methods NAME ...`.
+
+A method is a factory returning an object with `fit(X, X_val=None, y_val=None)`,
+`score_samples(X)` (higher = normal) and `score_tasks(X)` (per-head scores; {}
+when the method has no heads). Add a method by registering a factory here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Callable
+
+from ..config import DetectorConfig
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    factory: Callable[..., object]  # keyword parameters -> unfitted detector
+    neural: bool  # trains the shared backbone (takes DetectorConfig fields, has a task diagnostic)
+    uses_jigsaw: bool  # grid and k are part of its config
+    description: str
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, *, neural: bool, uses_jigsaw: bool = False, description: str = ""):
+    def deco(factory):
+        METHODS[name] = MethodSpec(name, factory, neural, uses_jigsaw, description)
+        return factory
+
+    return deco
+
+
+def method_names() -> list[str]:
+    _load_builtin()
+    return list(METHODS)
+
+
+def make_method(name: str, **params):
+    """Build method `name`; neural methods take DetectorConfig fields, others ignore the neural ones."""
+    _load_builtin()
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; expected one of {list(METHODS)}")
+    spec = METHODS[name]
+    if spec.neural:
+        known = {f.name for f in fields(DetectorConfig)}
+        params = {k: v for k, v in params.items() if k in known}
+    return spec.factory(**params)
+
+
+def _multitask(tasks):
+    def factory(**params):
+        from ..detector import MultiTaskDetector
+
+        params = {k: v for k, v in params.items() if k != "tasks"}
+        return MultiTaskDetector(tasks=tasks, **params)
+
+    return factory
+
+
+register_method("ours", neural=True, uses_jigsaw=True,
+                description="geometric + jigsaw heads, eq. 5-6 (the paper's method)")(_multitask(("geometric", "jigsaw")))
+register_method("geometric", neural=True,
+                description="vertical, horizontal, rotation heads only (Table 4 ablation)")(_multitask(("geometric",)))
+register_method("jigsaw", neural=True, uses_jigsaw=True,
+                description="jigsaw head only (Table 4 ablation)")(_multitask(("jigsaw",)))
+register_method("rotnet", neural=True, description="rotation head only (RotNet, the OOD table)")(_multitask(("rotation",)))
+
+_BUILTIN_MODULES = ()  # modules that register more methods on import (baselines)
+_loaded = False
+
+
+def _load_builtin():
+    global _loaded
+    if not _loaded:
+        import importlib
+
+        for mod in _BUILTIN_MODULES:
+            importlib.import_module(f"{__name__}.{mod}")
+        _loaded = True

@@ -1,0 +1,158 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, make_images
+from mtssad import DetectorFileError, MultiTaskDetector
+from mtssad.scoring import head_scores
+from mtssad.train import to_model_input
+from mtssad.transforms import build_tasks, multitask_plan
+
+
+def test_score_is_eq5_eq6_on_stub_head_outputs():
+    plan = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
+    g = torch.Generator().manual_seed(0)
+    probs = {h.name: torch.rand(10, 2, h.num_classes, generator=g).softmax(-1) for h in plan.heads}
+    s = head_scores(probs, plan)
+    v, hz, r, j = (probs[n] for n in ("vertical", "horizontal", "rotation", "jigsaw"))
+    assert torch.allclose(s["vertical"], v[0, :, 0] + v[1, :, 1] + v[2, :, 2])
+    assert torch.allclose(s["horizontal"], hz[0, :, 0] + hz[3, :, 1] + hz[4, :, 2])
+    assert torch.allclose(s["rotation"], r[0, :, 0] + r[5, :, 1] + r[6, :, 2] + r[7, :, 3])
+    assert torch.allclose(s["jigsaw"], j[0, :, 0] + j[8, :, 1] + j[9, :, 2])
+
+
+def test_identity_dedup_equals_naive_13_pass_score(fitted_tiny, tiny_data):
+    det = fitted_tiny
+    X = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
+    model = det.model_.eval()
+    x = to_model_input(torch.from_numpy(X), torch.device("cpu"))
+    per_head = []
+    with torch.no_grad():
+        for i, task in enumerate(det.plan_.tasks):  # naive: every transform of every head, identity re-run each time
+            variants = task.all_variants(x, train=False)  # (m, N, C, H, W)
+            probs = [model(variants[j])[task.name].softmax(1)[:, j] for j in range(task.num_classes)]
+            per_head.append(torch.stack(probs).sum(0))
+    naive = torch.stack(per_head).mean(0).numpy()
+    assert np.allclose(det.score_samples(X), naive, atol=1e-5)
+    assert det.plan_.num_variants == 1 + 2 + 2 + 3 + 2
+
+
+def test_detector_separates_tiny_anomalies_and_loss_decreases(tiny_data):
+    det = MultiTaskDetector(**{**TINY, "epochs": 6}).fit(tiny_data["train"])
+    losses = [h["loss"] for h in det.history_]
+    assert losses[-1] < losses[0]
+    sn, sa = det.score_samples(tiny_data["test_normal"]), det.score_samples(tiny_data["test_anomaly"])
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(np.r_[np.ones(12), np.zeros(12)], np.r_[sn, sa]) > 0.8
+    assert set(det.history_[0]) >= {"loss", "acc_train/jigsaw", "acc_train/rotation", "epoch", "lr"}
+
+
+def test_api_shapes_predict_and_threshold(fitted_tiny, tiny_data):
+    X = tiny_data["test_anomaly"]
+    tasks = fitted_tiny.score_tasks(X)
+    assert set(tasks) == {"vertical", "horizontal", "rotation", "jigsaw"}
+    assert all(v.shape == (12,) for v in tasks.values())
+    assert np.allclose(fitted_tiny.score_samples(X), np.mean(list(tasks.values()), axis=0))
+    assert fitted_tiny.decision_function(X).shape == (12,)
+    assert set(np.unique(fitted_tiny.predict(X))) <= {-1, 1}
+    # threshold_ is the contamination quantile of the training scores
+    train_scores = fitted_tiny.score_samples(make_images(40, seed=1))
+    assert np.isclose(np.mean(train_scores < fitted_tiny.threshold_), 0.05, atol=0.03)
+
+
+def test_seed_determinism_and_seed_sensitivity(tiny_data):
+    a = MultiTaskDetector(**TINY, seed=3).fit(tiny_data["train"]).score_samples(tiny_data["test_normal"])
+    b = MultiTaskDetector(**TINY, seed=3).fit(tiny_data["train"]).score_samples(tiny_data["test_normal"])
+    c = MultiTaskDetector(**TINY, seed=4).fit(tiny_data["train"]).score_samples(tiny_data["test_normal"])
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_save_load_round_trip_identical_scores(fitted_tiny, tiny_data, tmp_path):
+    path = fitted_tiny.save(tmp_path / "det.pt")
+    loaded = MultiTaskDetector.load(path)
+    X = tiny_data["test_anomaly"]
+    assert np.array_equal(loaded.score_samples(X), fitted_tiny.score_samples(X))
+    assert loaded.threshold_ == fitted_tiny.threshold_
+    assert torch.equal(loaded.permutations_, fitted_tiny.permutations_)
+    assert loaded.config == fitted_tiny.config
+
+
+def test_load_rejects_corrupt_truncated_and_foreign_files(fitted_tiny, tmp_path):
+    good = fitted_tiny.save(tmp_path / "det.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DetectorFileError, match="trunc.pt: not a readable mtssad detector file"):
+        MultiTaskDetector.load(tmp_path / "trunc.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model at all")
+    with pytest.raises(DetectorFileError, match="junk.pt"):
+        MultiTaskDetector.load(tmp_path / "junk.pt")
+    torch.save({"format": "mtssad-detector", "format_version": 99, "mtssad_version": "9.9"}, tmp_path / "new.pt")
+    with pytest.raises(DetectorFileError, match="format 99 by mtssad 9.9"):
+        MultiTaskDetector.load(tmp_path / "new.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(DetectorFileError, match="not an mtssad detector file"):
+        MultiTaskDetector.load(tmp_path / "other.pt")
+    with pytest.raises(DetectorFileError, match="no such detector file"):
+        MultiTaskDetector.load(tmp_path / "missing.pt")
+
+
+def test_load_never_runs_code_from_the_file(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open(r'%s', 'w').write('pwned')" % (tmp_path / "flag"),))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"format": "mtssad-detector", "x": Evil()}, f)
+    with pytest.raises(DetectorFileError):
+        MultiTaskDetector.load(tmp_path / "evil.pt")
+    assert not (tmp_path / "flag").exists()
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (np.zeros((4, 16)), r"shape \(N, C, H, W\) or \(N, H, W\); got shape \(4, 16\)"),
+    (np.zeros((0, 1, 16, 16), np.uint8), "empty"),
+    (np.full((3, 1, 16, 16), np.nan, np.float32), "NaN or inf pixels in 3"),
+    (np.full((3, 1, 16, 16), 7.0, np.float32), r"scaled to \[0, 1\]"),
+    (np.zeros((3, 16, 16, 3), np.uint8), "channels-last"),
+])
+def test_bad_inputs_raise_clear_errors(fitted_tiny, bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        fitted_tiny.score_samples(bad)
+
+
+def test_wrong_channels_or_size_at_score_time(fitted_tiny):
+    with pytest.raises(ValueError, match=r"fitted on 1 channel\(s\) of 16x16"):
+        fitted_tiny.score_samples(np.zeros((2, 3, 16, 16), np.uint8))
+    with pytest.raises(ValueError, match=r"fitted on 1 channel\(s\) of 16x16"):
+        fitted_tiny.score_samples(np.zeros((2, 1, 20, 20), np.uint8))
+
+
+def test_image_smaller_than_grid_and_unfitted():
+    with pytest.raises(ValueError, match="too small for a 3x3 jigsaw grid"):
+        MultiTaskDetector(**{**TINY, "grid": (3, 3)}).fit(np.zeros((4, 1, 5, 5), np.uint8))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        MultiTaskDetector(**TINY).score_samples(np.zeros((2, 1, 16, 16), np.uint8))
+
+
+def test_held_out_validation_records_the_task_diagnostic(tiny_data):
+    X_val = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
+    y_val = np.r_[np.ones(12), np.zeros(12)].astype(int)
+    det = MultiTaskDetector(**{**TINY, "score_norm": "standardize"}).fit(tiny_data["train"], X_val=X_val, y_val=y_val)
+    last = det.history_[-1]
+    for head in ("vertical", "horizontal", "rotation", "jigsaw"):
+        assert 0 <= last[f"acc_val_normal/{head}"] <= 1 and 0 <= last[f"acc_val_anomaly/{head}"] <= 1
+    # standardized on the held-out normals: their per-head z-scores have mean 0
+    z = det.score_samples(tiny_data["test_normal"])
+    assert abs(z.mean()) < 1e-3  # float32 head scores, float64 stats
+
+
+def test_import_mtssad_does_not_import_ray():
+    code = "import sys, mtssad, mtssad.detector, mtssad.train, mtssad.scoring; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
