@@ -161,6 +161,11 @@ class MultiTaskDetector:
         """Normality score (eq. 6): mean of the per-head scores; higher = more normal. (N,) float64."""
         return self._combine(self.score_tasks(X))
 
+    def score_samples_and_tasks(self, X) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """score_samples and score_tasks from one pass over X."""
+        per_head = self.score_tasks(X)
+        return self._combine(per_head), per_head
+
     def decision_function(self, X) -> np.ndarray:
         """score_samples - offset_: negative = anomaly at the fitted threshold."""
         return self.score_samples(X) - self.offset_

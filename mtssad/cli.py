@@ -1,0 +1,230 @@
+"""The `mtssad` command line: evaluate (one-vs-all), ood, sweep (Ray), report.
+
+Every flag is documented with its default (`mtssad <command> --help`).
+Results go to OUTDIR/results.parquet (one row per dataset, class, method,
+config, seed; written atomically after every run, so a killed run loses at most
+the run in progress and a rerun skips finished rows), per-image scores to
+OUTDIR/scores/, and a readable OUTDIR/report.md with plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+DEFAULTS = dict(dataset="digits", backbone="wrn-10-1", epochs=10, max_train=None, max_test=None, out="runs/evaluate")
+
+
+def _grid(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a grid like 3x3; got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits") -> None:
+    from .data import dataset_names
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=dataset_default, choices=dataset_names(), help="registered data set (default: %(default)s)")
+    g.add_argument("--data-root", default=None, help="local copy of the data set, in its standard layout (default: none; digits and glyphs need none)")
+    g.add_argument("--classes", nargs="*", default=None, help="normal classes, by index or name (default: every class)")
+    g.add_argument("--max-train", type=int, default=None, help="stratified seeded subset of the training split (default: all)")
+    g.add_argument("--max-test", type=int, default=None, help="stratified seeded subset of the test split (default: all)")
+    g.add_argument("--side", type=int, default=32, help="image side in pixels after resizing/padding (default: %(default)s)")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert to 1 (grayscale) or 3 (RGB) channels (default: the data set's own)")
+    g.add_argument("--test-fraction", type=float, default=0.3, help="test share for sets without an official split (default: %(default)s)")
+    g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files (listed and counted) instead of stopping")
+    g.add_argument("--crop-bbox", action="store_true", help="cub200: crop each image to its bounding box")
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    from .methods import method_names
+
+    g = p.add_argument_group("method")
+    g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(), help="methods to compare (default: ours)")
+    g.add_argument("--tasks", nargs="+", default=None, help="heads for 'ours' (e.g. geometric, jigsaw, rotation; default: geometric jigsaw)")
+    g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
+    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
+    g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
+    g.add_argument("--k", type=int, default=3, help="jigsaw permutations incl. identity (default: %(default)s)")
+    g.add_argument("--margin", type=int, default=2, help="jigsaw margin in pixels (default: %(default)s)")
+    g.add_argument("--score-norm", choices=("none", "mean", "standardize"), default="none", help="per-head score normalization (default: %(default)s, the paper's)")
+    g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
+    g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed for data subsets, splits, init, permutations (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
+    g.add_argument("--amp", action="store_true", help="mixed precision on GPU")
+
+
+def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=default_out, help="output directory (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true", help="rerun rows already in OUTDIR/results.parquet")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def method_params(args) -> dict:
+    """DetectorConfig fields from the flags (non-neural methods ignore them)."""
+    params = dict(backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
+                  device=args.device, amp=args.amp, progress=not args.quiet)
+    if args.tasks:
+        params["tasks"] = tuple(args.tasks)
+    if args.score_heads:
+        params["score_heads"] = tuple(args.score_heads)
+    return params
+
+
+def load_from_args(args, name: str | None = None, root: str | None = None, channels: int | None = None):
+    from .data import load_dataset
+
+    return load_dataset(name or args.dataset, root if root is not None else args.data_root, side=args.side,
+                        channels=channels if channels is not None else args.channels, max_train=args.max_train,
+                        max_test=args.max_test, seed=args.seed, test_fraction=args.test_fraction,
+                        skip_bad_images=args.skip_bad_images, crop_bbox=args.crop_bbox)
+
+
+def save_run(store, out) -> None:
+    """Persist one run: scores and history first, then the row (so a listed row always has its files)."""
+    from .results import run_name
+
+    name = run_name(out.row)
+    store.write_scores(name, out.scores)
+    if out.history:
+        store.write_json(f"history/{name}", out.history)
+    store.append([out.row])
+
+
+def _check_methods_params(args, params) -> None:
+    """Fail before any training on a bad config (e.g. k too large for the grid)."""
+    from .methods import METHODS, make_method
+
+    for m in args.methods:
+        make_method(m, **params) if METHODS[m].neural else None
+
+
+def cmd_evaluate(args) -> int:
+    from .data import resolve_classes
+    from .protocols import describe_config, one_vs_all
+    from .methods import make_method
+    from .results import ResultsStore, row_key
+
+    params = method_params(args)
+    _check_methods_params(args, params)
+    store = ResultsStore(args.out)
+    ds = load_from_args(args)
+    classes = resolve_classes(ds, args.classes)
+    if ds.skipped:
+        print(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{' ...' if len(ds.skipped) > 5 else ''}")
+    print(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of {tuple(ds.train_images.shape[1:])}; "
+          f"{len(classes)} normal class(es) x {len(args.methods)} method(s) -> {args.out}")
+    done = set() if args.overwrite else store.done_keys()
+    jobs = [(c, m) for c in classes for m in args.methods]
+    t_all = time.perf_counter()
+    for i, (c, m) in enumerate(jobs, 1):
+        ident = describe_config(m, params, make_method(m, **{**params, "seed": args.seed}))
+        key = row_key({**ident, "dataset": ds.name, "normal_class": ds.class_names[c], "seed": args.seed})
+        if key in done:
+            print(f"[{i}/{len(jobs)}] {ds.class_names[c]} / {m}: already in results, skipped")
+            continue
+        out = one_vs_all(ds, c, m, params, seed=args.seed, val_fraction=args.val_fraction)
+        save_run(store, out)
+        r = out.row
+        print(f"[{i}/{len(jobs)}] {r['normal_class']} / {m}: AUROC {100 * r['auroc']:.1f}  "
+              f"(train {r['train_seconds']:.1f}s, score {r['score_seconds']:.1f}s)", flush=True)
+    print(f"done in {time.perf_counter() - t_all:.0f}s")
+    return _finish(args.out)
+
+
+def cmd_ood(args) -> int:
+    from .protocols import out_of_distribution
+    from .results import ResultsStore
+
+    params = method_params(args)
+    _check_methods_params(args, params)
+    store = ResultsStore(args.out)
+    ds_in = load_from_args(args)
+    ds_out = load_from_args(args, name=args.ood_dataset, root=args.ood_data_root or args.data_root,
+                            channels=ds_in.train_images.shape[1])
+    for m in args.methods:
+        out = out_of_distribution(ds_in, ds_out, m, params, seed=args.seed)
+        save_run(store, out)
+        print(f"{out.row['dataset']} / {m}: AUROC {100 * out.row['auroc']:.1f}", flush=True)
+    return _finish(args.out)
+
+
+def cmd_sweep(args) -> int:
+    from .distributed.cli import run_sweep_command
+
+    return run_sweep_command(args)
+
+
+def cmd_report(args) -> int:
+    return _finish(args.outdir)
+
+
+def _finish(outdir) -> int:
+    from .report import render_report
+
+    path = render_report(outdir)
+    print(f"report: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtssad", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+    ev = sub.add_parser("evaluate", help="one-vs-all evaluation in one process (no Ray)")
+    add_data_args(ev)
+    add_method_args(ev)
+    add_output_args(ev, DEFAULTS["out"])
+    ev.set_defaults(func=cmd_evaluate)
+
+    ood = sub.add_parser("ood", help="out-of-distribution: train on one data set, score another")
+    add_data_args(ood, dataset_default="cifar10")
+    ood.add_argument("--ood-dataset", required=True, help="the out-of-distribution data set (e.g. svhn)")
+    ood.add_argument("--ood-data-root", default=None, help="its root (default: --data-root)")
+    add_method_args(ood)
+    add_output_args(ood, "runs/ood")
+    ood.set_defaults(func=cmd_ood)
+
+    sw = sub.add_parser("sweep", help="Ray Tune sweep over normal classes x jigsaw grid x k (local Ray or RAY_ADDRESS)")
+    add_data_args(sw)
+    add_method_args(sw)
+    add_output_args(sw, "runs/sweep")
+    from .distributed.cli import add_sweep_args  # argparse only; imports no ray
+
+    add_sweep_args(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    rep = sub.add_parser("report", help="render OUTDIR/report.md again from OUTDIR/results.parquet")
+    rep.add_argument("outdir", help="an output directory of evaluate/ood/sweep")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from .data import DataError
+    from .detector import DetectorFileError
+
+    try:
+        return args.func(args)
+    except (DataError, DetectorFileError, ValueError, PermissionError) as e:
+        print(f"mtssad {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

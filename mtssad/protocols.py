@@ -1,0 +1,118 @@
+"""Evaluation protocols: one-vs-all and out-of-distribution, one run -> one result row.
+
+The split a method is fitted on and the split it is scored on never overlap:
+fitting uses the normal class's TRAINING images (minus a held-out part), the
+validation set is carved from the training split only (held-out normals plus
+other classes' training images), and the test split is only ever scored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import ImageDataset, validation_split
+from .methods import METHODS, make_method
+from .metrics import anomaly_metrics, auroc
+
+
+@dataclass
+class RunOutput:
+    """What one (dataset, normal class, method, config) run produces."""
+
+    row: dict  # one results.parquet row
+    scores: dict[str, np.ndarray]  # per test image: label, is_normal, score, score_<head>
+    history: list[dict] = field(default_factory=list)  # per-epoch diagnostic of neural methods
+
+
+def score_with_heads(det, X) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(normality score, per-head scores) with one pass over X where the method supports it."""
+    if hasattr(det, "score_samples_and_tasks"):
+        return det.score_samples_and_tasks(X)
+    return det.score_samples(X), {}
+
+
+def method_config(method: str, det) -> dict:
+    """The full configuration of a fitted method, as stored in the results' `config` column."""
+    params = det.get_params() if hasattr(det, "get_params") else {}
+    params = {k: v for k, v in params.items() if k not in ("progress", "device", "score_batch_size")}
+    return {"method": method, **params}
+
+
+def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test, X_val=None, y_val=None,
+                    labels_test=None) -> tuple[dict, dict, object]:
+    """Fit `method` on X_fit, score X_test (and X_val): metrics dict, per-image scores, fitted detector."""
+    det = make_method(method, **params)
+    t0 = time.perf_counter()
+    det.fit(X_fit, X_val=X_val, y_val=y_val)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    score, heads = score_with_heads(det, X_test)
+    score_s = time.perf_counter() - t0
+    row = anomaly_metrics(is_normal_test, score)
+    row.update(train_seconds=train_s, score_seconds=score_s, n_train=len(X_fit), n_test=len(X_test))
+    for h, s in heads.items():
+        row[f"auroc_head_{h}"] = auroc(is_normal_test, s)
+    if X_val is not None and y_val is not None and 0 < np.sum(y_val) < len(y_val):
+        row["val_auroc"] = auroc(y_val, score_with_heads(det, X_val)[0])
+    scores = {"index": np.arange(len(X_test)), "is_normal": np.asarray(is_normal_test, bool), "score": score}
+    if labels_test is not None:
+        scores["label"] = np.asarray(labels_test)
+    scores.update({f"score_{h}": s for h, s in heads.items()})
+    return row, scores, det
+
+
+def describe_config(method: str, params: dict, det) -> dict:
+    """Row identity columns (grid, k, config) for a method and its parameters."""
+    cfg = method_config(method, det)
+    jig = METHODS[method].uses_jigsaw
+    grid = params.get("grid", (3, 3))
+    return {
+        "method": method,
+        "grid": f"{grid[0]}x{grid[1]}" if jig else None,
+        "k": int(params.get("k", 3)) if jig else None,
+        "config": json.dumps(cfg, sort_keys=True, default=list),
+    }
+
+
+def one_vs_all(ds: ImageDataset, normal_class: int, method: str, params: dict, *, seed: int = 0,
+               val_fraction: float = 0.2) -> RunOutput:
+    """Train on one class's training images, score the whole test split (normal = that class)."""
+    labels = ds.train_labels
+    if not np.any(labels == normal_class):
+        raise ValueError(f"{ds.name}: normal class {ds.class_names[normal_class]!r} has no training images")
+    if val_fraction > 0:
+        fit_idx, val_idx = validation_split(labels, normal_class, fraction=val_fraction, seed=seed)
+        X_val, y_val = ds.train_images[val_idx], (labels[val_idx] == normal_class).astype(int)
+    else:
+        fit_idx, X_val, y_val = np.flatnonzero(labels == normal_class), None, None
+    is_normal = ds.test_labels == normal_class
+    if is_normal.all() or not is_normal.any():
+        raise ValueError(f"{ds.name}: the test split needs both class {ds.class_names[normal_class]!r} and others")
+    row, scores, det = evaluate_method(
+        method, {**params, "seed": seed}, X_fit=ds.train_images[fit_idx], X_test=ds.test_images,
+        is_normal_test=is_normal, X_val=X_val, y_val=y_val, labels_test=ds.test_labels,
+    )
+    row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[normal_class],
+               seed=seed, split="test")
+    return RunOutput(row, scores, list(getattr(det, "history_", [])))
+
+
+def out_of_distribution(ds_in: ImageDataset, ds_out: ImageDataset, method: str, params: dict, *,
+                        seed: int = 0) -> RunOutput:
+    """Train on all of `ds_in`'s training images; score its test set (normal) against `ds_out`'s (anomalies)."""
+    if ds_in.test_images.shape[1:] != ds_out.test_images.shape[1:]:
+        raise ValueError(
+            f"OOD images must match: {ds_in.name} is {ds_in.test_images.shape[1:]} (C, H, W), "
+            f"{ds_out.name} is {ds_out.test_images.shape[1:]}; load both with the same --side and --channels"
+        )
+    X_test = np.concatenate([ds_in.test_images, ds_out.test_images])
+    is_normal = np.r_[np.ones(len(ds_in.test_images), bool), np.zeros(len(ds_out.test_images), bool)]
+    row, scores, det = evaluate_method(method, {**params, "seed": seed}, X_fit=ds_in.train_images,
+                                       X_test=X_test, is_normal_test=is_normal)
+    row.update(describe_config(method, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}",
+               normal_class="all", seed=seed, split="ood")
+    return RunOutput(row, scores, list(getattr(det, "history_", [])))
