@@ -68,6 +68,7 @@ class DetectorConfig:
     lr: float = 0.1  # initial SGD learning rate, cosine-annealed to 0
     momentum: float = 0.9  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 on all weights
+    bn_recalibration: bool = True  # recompute BatchNorm statistics over the training variants after training: running averages lag on small classes
     score_norm: str = "none"  # "none" = paper's mean of per-head sums; "mean" divides by #transforms; "standardize" z-scores on held-out normals
     score_heads: tuple[str, ...] | None = None  # heads averaged in the score (None = all trained heads); for head selection
     contamination: float = 0.05  # assumed anomaly fraction that sets threshold_ for predict()

@@ -23,7 +23,7 @@ from . import __version__
 from .config import DetectorConfig
 from .model import MultiHeadNet, count_parameters
 from .scoring import combine_heads, head_accuracy, head_scores, score_images, variant_probs
-from .train import fit_epochs, seed_everything, to_model_input
+from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
 from .transforms import Jigsaw, Plan, build_tasks, multitask_plan
 from .validation import check_images, check_labels, resolve_device
 
@@ -121,7 +121,16 @@ class MultiTaskDetector:
         return out
 
     def calibrate(self, X, *, X_val=None, y_val=None):
-        """Set head_stats_ and threshold_/offset_ from reference normal data (held-out normals if given)."""
+        """Finish a trained model on its normal training images X.
+
+        Recomputes BatchNorm statistics on X (config.bn_recalibration), then sets head_stats_
+        and threshold_/offset_ from reference normal data (held-out normals if given, else X).
+        """
+        X = check_images(X, expected_shape=self.image_shape_)
+        if X_val is not None:
+            X_val = check_images(X_val, expected_shape=self.image_shape_, name="X_val")
+        if self.config.bn_recalibration:
+            recalibrate_batchnorm(self.model_, self.plan_, X, batch_size=self.config.score_batch_size, device=self.device_)
         ref = X
         if X_val is not None and np.asarray(y_val).astype(bool).any():
             ref = X_val[torch.from_numpy(np.asarray(y_val).astype(bool))]

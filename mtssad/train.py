@@ -135,3 +135,32 @@ def fit_epochs(model, plan, images: torch.Tensor, config: DetectorConfig, *, dev
             on_epoch(epoch, stats)
         history.append(stats)
     return history
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, plan: Plan, images: torch.Tensor, *, batch_size: int,
+                          device: torch.device) -> None:
+    """Replace BatchNorm running statistics by exact averages over all training variants.
+
+    With few optimizer steps (small normal classes) the exponential running averages lag
+    the weights, and eval-mode outputs collapse; one pass in train mode with
+    momentum=None (cumulative average) over eval-mode variants fixes that. Dropout is
+    left in eval mode; no weight changes.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for start in range(0, len(images), batch_size):
+            x = to_model_input(images[start:start + batch_size], device)
+            model(plan.make(x, train=False))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.eval()
