@@ -42,18 +42,12 @@ def method_config(method: str, det) -> dict:
     return {"method": method, **params}
 
 
-def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test, X_val=None, y_val=None,
-                    labels_test=None) -> tuple[dict, dict, object]:
-    """Fit `method` on X_fit, score X_test (and X_val): metrics dict, per-image scores, fitted detector."""
-    det = make_method(method, **params)
-    t0 = time.perf_counter()
-    det.fit(X_fit, X_val=X_val, y_val=y_val)
-    train_s = time.perf_counter() - t0
+def score_fitted(det, X_test, is_normal_test, *, X_val=None, y_val=None, labels_test=None) -> tuple[dict, dict]:
+    """Metrics (+ per-head and validation AUROCs) and per-image scores of a fitted detector."""
     t0 = time.perf_counter()
     score, heads = score_with_heads(det, X_test)
-    score_s = time.perf_counter() - t0
     row = anomaly_metrics(is_normal_test, score)
-    row.update(train_seconds=train_s, score_seconds=score_s, n_train=len(X_fit), n_test=len(X_test))
+    row.update(score_seconds=time.perf_counter() - t0, n_test=len(X_test))
     for h, s in heads.items():
         row[f"auroc_head_{h}"] = auroc(is_normal_test, s)
     if X_val is not None and y_val is not None and 0 < np.sum(y_val) < len(y_val):
@@ -62,6 +56,18 @@ def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test,
     if labels_test is not None:
         scores["label"] = np.asarray(labels_test)
     scores.update({f"score_{h}": s for h, s in heads.items()})
+    return row, scores
+
+
+def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test, X_val=None, y_val=None,
+                    labels_test=None) -> tuple[dict, dict, object]:
+    """Fit `method` on X_fit, score X_test (and X_val): metrics dict, per-image scores, fitted detector."""
+    det = make_method(method, **params)
+    t0 = time.perf_counter()
+    det.fit(X_fit, X_val=X_val, y_val=y_val)
+    train_s = time.perf_counter() - t0
+    row, scores = score_fitted(det, X_test, is_normal_test, X_val=X_val, y_val=y_val, labels_test=labels_test)
+    row.update(train_seconds=train_s, n_train=len(X_fit))
     return row, scores, det
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -18,7 +20,13 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
         arr = np.asarray(X)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array of images; got an object array")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        arr = np.ascontiguousarray(arr)
+        if not arr.flags.writeable:  # read-only views (Ray object store, Ray Data): never written, only read
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(arr)
+        else:
+            t = torch.from_numpy(arr)
     if t.ndim == 3:
         t = t.unsqueeze(1)  # (N, 1, H, W)
     if t.ndim != 4:

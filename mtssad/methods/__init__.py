@@ -39,15 +39,26 @@ def method_names() -> list[str]:
 
 
 def make_method(name: str, **params):
-    """Build method `name`; neural methods take DetectorConfig fields, others ignore the neural ones."""
+    """Build method `name` from the params it knows: DetectorConfig fields (neural) and its own keyword arguments."""
     _load_builtin()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {list(METHODS)}")
     spec = METHODS[name]
+    known = _keyword_params(spec.factory)
     if spec.neural:
-        known = {f.name for f in fields(DetectorConfig)}
+        known = (known or set()) | {f.name for f in fields(DetectorConfig)}
+    if known is not None:
         params = {k: v for k, v in params.items() if k in known}
     return spec.factory(**params)
+
+
+def _keyword_params(factory) -> set[str] | None:
+    """Names `factory` takes by keyword; None when it takes **kwargs and nothing else (then all are passed)."""
+    import inspect
+
+    ps = inspect.signature(factory).parameters.values()
+    named = {p.name for p in ps if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return None if not named and any(p.kind == p.VAR_KEYWORD for p in ps) else named
 
 
 def _multitask(tasks):
@@ -68,7 +79,7 @@ register_method("jigsaw", neural=True, uses_jigsaw=True,
                 description="jigsaw head only (Table 4 ablation)")(_multitask(("jigsaw",)))
 register_method("rotnet", neural=True, description="rotation head only (RotNet, the OOD table)")(_multitask(("rotation",)))
 
-_BUILTIN_MODULES = ()  # modules that register more methods on import (baselines)
+_BUILTIN_MODULES = ("mhrot", "geotrans", "pixels")  # modules that register more methods on import (baselines)
 _loaded = False
 
 
