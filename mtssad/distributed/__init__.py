@@ -1,0 +1,27 @@
+"""The Ray glue: DDP training (Ray Train), sweeps (Ray Tune), batch scoring (Ray Data).
+
+Importing this package imports no Ray; each name below loads its module on first use:
+
+    from mtssad.distributed import train_detector_ddp, run_sweep, score_with_ray_data
+"""
+
+from __future__ import annotations
+
+_EXPORTS = {
+    "train_detector_ddp": ".train",
+    "run_sweep": ".tune",
+    "sweep_trials": ".tune",
+    "select_by_validation": ".tune",
+    "DetectorScorer": ".data",
+    "score_with_ray_data": ".data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

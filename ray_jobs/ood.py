@@ -1,0 +1,84 @@
+"""Ray job: out-of-distribution detection: train on every class of one data set, score another's test set.
+
+    ray job submit --address http://<head>:8265 --working-dir . -- \
+        python ray_jobs/ood.py --dataset cifar10 --ood-dataset svhn --data-root /data --methods rotnet ours \
+        --use-gpu --num-workers 2 --score-actors 2 --out /shared/runs/ood
+
+Training: Ray Train (DDP) on all of --dataset's training images. Scoring: the saved detector on a
+Ray Data actor pool over the in-distribution test set (normal) + the OOD test set (anomalies).
+Rows -> OUTDIR/results.parquet, per-image scores -> OUTDIR/scores/, detectors -> OUTDIR/detectors/.
+"""
+
+import argparse
+import os
+import sys
+
+from mtssad.cli import add_data_args, add_method_args, add_output_args
+from mtssad.distributed.cli import add_ray_args, ray_session
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_args(p, dataset_default="cifar10")
+    p.add_argument("--ood-dataset", required=True, help="the out-of-distribution data set (e.g. svhn)")
+    p.add_argument("--ood-data-root", default=None, help="its root (default: --data-root)")
+    add_method_args(p)
+    add_output_args(p, "runs/ood")
+    add_ray_args(p)
+    p.add_argument("--score-actors", type=int, default=1, help="Ray Data scoring actors (default: %(default)s)")
+    p.add_argument("--score-gpus", type=float, default=None, help="GPUs per scoring actor (default: 1 with --use-gpu, else 0)")
+    p.add_argument("--local", action="store_true", help="start a small local Ray (2 CPUs unless --num-cpus)")
+    args = p.parse_args(argv)
+    if args.local and args.num_cpus is None:
+        args.num_cpus = 2
+    return args
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    from mtssad.cli import load_from_args, method_params
+    from mtssad.distributed.data import score_with_ray_data
+    from mtssad.distributed.train import train_detector_ddp
+    from mtssad.methods import METHODS, make_method
+    from mtssad.metrics import anomaly_metrics, auroc
+    from mtssad.protocols import describe_config
+    from mtssad.results import ResultsStore, run_name
+
+    args = parse_args(argv)
+    params = method_params(args)
+    ds_in = load_from_args(args)
+    ds_out = load_from_args(args, name=args.ood_dataset, root=args.ood_data_root or args.data_root,
+                            channels=ds_in.train_images.shape[1])
+    X_test = np.concatenate([ds_in.test_images, ds_out.test_images])
+    is_normal = np.r_[np.ones(len(ds_in.test_images), bool), np.zeros(len(ds_out.test_images), bool)]
+    store = ResultsStore(args.out)
+    storage = args.storage_path or os.path.join(os.path.abspath(args.out), "ray")
+    score_gpus = args.score_gpus if args.score_gpus is not None else (1.0 if args.use_gpu else 0.0)
+    with ray_session(args.ray_address, local=args.local or not args.ray_address, num_cpus=args.num_cpus):
+        for m in args.methods:
+            if not METHODS[m].neural:
+                print(f"{m}: not a neural method; use `mtssad ood` for it")
+                continue
+            det = make_method(m, **{**params, "seed": args.seed})
+            name = f"ood-{ds_in.name}-{m}-s{args.seed}"
+            det = train_detector_ddp(ds_in.train_images, det, num_workers=args.num_workers, use_gpu=args.use_gpu,
+                                     storage_path=storage, name=name, max_failures=args.max_failures)
+            path = det.save(os.path.join(args.out, "detectors", f"{name}.pt"))
+            df = score_with_ray_data(path, X_test, is_normal.astype(int), num_actors=args.score_actors,
+                                     num_gpus=score_gpus)
+            row = anomaly_metrics(is_normal, df["score"].to_numpy())
+            row.update({f"auroc_head_{c[6:]}": auroc(is_normal, df[c].to_numpy())
+                        for c in df.columns if c.startswith("score_")})
+            row.update(describe_config(m, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}", normal_class="all",
+                       seed=args.seed, split="ood", n_train=len(ds_in.train_images), n_test=len(X_test),
+                       train_seconds=det.train_seconds_)
+            store.write_scores(run_name(row), df.rename(columns={"label": "is_normal"}))
+            store.append([row])
+            print(f"{row['dataset']} / {m}: AUROC {100 * row['auroc']:.1f}; detector {path}", flush=True)
+    print(f"results: {os.path.join(args.out, 'results.parquet')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
