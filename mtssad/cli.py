@@ -10,6 +10,7 @@ OUTDIR/scores/, and a readable OUTDIR/report.md with plots.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -106,7 +107,8 @@ def _check_methods_params(args, params) -> None:
     from .methods import METHODS, make_method
 
     for m in args.methods:
-        make_method(m, **params) if METHODS[m].neural else None
+        if METHODS[m].neural:
+            make_method(m, **params)  # validates the DetectorConfig
 
 
 def cmd_evaluate(args) -> int:
@@ -222,7 +224,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (DataError, DetectorFileError, ValueError, PermissionError) as e:
-        print(f"mtssad {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("MTSSAD_DEBUG"):  # full traceback for bug reports
+            raise
+        print(f"mtssad {args.command}: error: {e} (MTSSAD_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 
 

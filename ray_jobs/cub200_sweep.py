@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args
-from mtssad.distributed.cli import add_sweep_args, ray_session
+from mtssad.distributed.cli import add_sweep_args, finish_ray_args, run_sweep_from_args
 
 
 def parse_args(argv=None):
@@ -25,38 +25,14 @@ def parse_args(argv=None):
     add_method_args(p)
     add_output_args(p, "runs/cub200_sweep")
     add_sweep_args(p)
-    p.add_argument("--driver-resource", default=None, help="custom resource every trial driver takes 1 of (e.g. TRAIN_DRIVER)")
-    p.add_argument("--local", action="store_true", help="start a small local Ray (2 CPUs unless --num-cpus)")
     p.set_defaults(backbone="wrn-16-4", epochs=15, grid_search=["2x2", "3x3", "4x4"], k_search=[3, 6, 12],
                    experiment_name="cub200")
-    args = p.parse_args(argv)
-    if args.local and args.num_cpus is None:
-        args.num_cpus = 2
-    return args
+    return finish_ray_args(p.parse_args(argv))
 
 
 def main(argv=None) -> int:
-    import os
-
-    from mtssad.cli import load_from_args, method_params
-    from mtssad.data import resolve_classes
-    from mtssad.distributed.tune import classes_summary, run_sweep
-
     args = parse_args(argv)
-    ds = load_from_args(args)
-    storage = args.storage_path or os.path.join(os.path.abspath(args.out), "ray")
-    print(f"{ds.name}: {len(ds.class_names)} classes, {len(ds.train_images)} train / {len(ds.test_images)} test", flush=True)
-    with ray_session(args.ray_address, local=args.local or not args.ray_address, num_cpus=args.num_cpus):
-        rows = run_sweep(
-            ds, classes=resolve_classes(ds, args.classes), methods=args.methods, grids=args.grid_search,
-            ks=args.k_search, params=method_params(args), seed=args.seed, val_fraction=args.val_fraction,
-            num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial, max_concurrent_trials=args.max_concurrent_trials,
-            driver_resources={args.driver_resource: 1} if args.driver_resource else None,
-            storage_path=storage, name=args.experiment_name, resume=args.resume, max_failures=args.max_failures,
-            out=args.out)
-    print(classes_summary(rows))
-    print(f"{len(rows)} rows in {os.path.join(args.out, 'results.parquet')}; Tune state and checkpoints in {storage}")
+    run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
     return 0
 
 

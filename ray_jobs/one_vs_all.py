@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args
-from mtssad.distributed.cli import add_ray_args, run_sweep_from_args
+from mtssad.distributed.cli import add_ray_args, finish_ray_args, run_sweep_from_args
 
 
 def parse_args(argv=None):
@@ -23,11 +23,7 @@ def parse_args(argv=None):
     add_ray_args(p)
     p.add_argument("--experiment-name", default="one_vs_all", help="fixed Tune experiment name (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same name")
-    p.add_argument("--local", action="store_true", help="start a small local Ray (2 CPUs unless --num-cpus) for smoke tests")
-    args = p.parse_args(argv)
-    if args.local and args.num_cpus is None:
-        args.num_cpus = 2
-    return args
+    return finish_ray_args(p.parse_args(argv))
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ import os
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args
-from mtssad.distributed.cli import add_ray_args, ray_session
+from mtssad.distributed.cli import add_ray_args, finish_ray_args, ray_session
 
 
 def parse_args(argv=None):
@@ -27,11 +27,7 @@ def parse_args(argv=None):
     add_ray_args(p)
     p.add_argument("--score-actors", type=int, default=1, help="Ray Data scoring actors (default: %(default)s)")
     p.add_argument("--score-gpus", type=float, default=None, help="GPUs per scoring actor (default: 1 with --use-gpu, else 0)")
-    p.add_argument("--local", action="store_true", help="start a small local Ray (2 CPUs unless --num-cpus)")
-    args = p.parse_args(argv)
-    if args.local and args.num_cpus is None:
-        args.num_cpus = 2
-    return args
+    return finish_ray_args(p.parse_args(argv))
 
 
 def main(argv=None) -> int:

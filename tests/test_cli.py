@@ -73,3 +73,14 @@ def test_help_documents_defaults(capsys):
                  "--max-test", "--seed", "--out", "--grid", "--k", "--tasks", "--overwrite"):
         assert flag in text
     assert "default: digits" in text
+
+
+def test_glyphs_one_vs_all_two_fonts_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTSSAD_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "g"
+    argv = ["evaluate", "--dataset", "glyphs", "--classes", "DejaVuSans", "cmr10", "--methods", "ours",
+            "--out", str(out), "--max-train", "400", "--max-test", "300", "--epochs", "1", "--quiet"]
+    assert main(argv) == 0
+    df = pd.read_parquet(out / "results.parquet")
+    assert sorted(df["normal_class"]) == ["DejaVuSans", "cmr10"] and df["dataset"].eq("glyphs").all()
+    assert (tmp_path / "cache").is_dir()

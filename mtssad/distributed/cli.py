@@ -41,6 +41,17 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                    help="cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray when one is started (default: all)")
+    g.add_argument("--driver-resource", default=None,
+                   help="custom resource every trial driver takes 1 of (e.g. TRAIN_DRIVER, declared on safe nodes in "
+                        "cluster.yaml); also caps trials resumed by --resume, which Tune starts all at once")
+    g.add_argument("--local", action="store_true", help="start a small local Ray (2 CPUs unless --num-cpus) even if RAY_ADDRESS is set")
+
+
+def finish_ray_args(args):
+    """Post-parse defaults shared by the jobs: --local means a 2-CPU local Ray unless --num-cpus."""
+    if getattr(args, "local", False) and args.num_cpus is None:
+        args.num_cpus = 2
+    return args
 
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
@@ -99,6 +110,7 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
             max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
             name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
             max_failures=args.max_failures, out=args.out,
+            driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
         )
     print(classes_summary(rows))
     print(f"{len(rows)} rows ({sum(r['selected'] for r in rows)} selected) in {os.path.join(args.out, 'results.parquet')}; "
@@ -108,7 +120,7 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
 
 def run_sweep_command(args) -> int:
     """`mtssad sweep`: the sweep, then the report."""
-    run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
+    run_sweep_from_args(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
     from ..report import render_report
 
     print(f"report: {render_report(args.out)}")

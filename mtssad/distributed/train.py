@@ -30,11 +30,17 @@ of every global batch:
   worker group is restarted from the last checkpoint (`max_failures`); running
   again with the same `name` and `storage_path` resumes the stored run
   (driver-level restore; a finished run is not retrained).
+* Every checkpoint stores the run's identity (detector class, image shape, every
+  config field but device/progress). Resuming it with a different config (grid,
+  k, backbone, epochs, ...) raises CheckpointError naming the differing fields, as
+  does an unreadable checkpoint state file (naming the file): a new config needs
+  a new name. (The worker group is retried `max_failures` times first.)
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import tempfile
 import time
@@ -47,6 +53,12 @@ from ..train import batch_order, make_optimizer, make_scheduler, seed_everything
 from ..validation import check_images, check_labels
 
 STATE_FILE = "state.pt"
+# Config fields a resumed run may change: where it runs and how it reports, not what it trains.
+RESUME_MAY_DIFFER = ("device", "progress")
+
+
+class CheckpointError(ValueError):
+    """A stored Ray Train checkpoint that cannot be resumed: unreadable, or from a different config."""
 
 
 def shard_batches(n: int, batch_size: int, world_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -87,8 +99,36 @@ def _as_tensor(arr: np.ndarray) -> torch.Tensor:
 
 
 def _load_state(checkpoint) -> dict:
-    with checkpoint.as_directory() as d:
-        return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+    """The state dict of a checkpoint; a missing, truncated or foreign file is a CheckpointError naming it."""
+    where = os.path.join(str(checkpoint.path), STATE_FILE)
+    try:
+        with checkpoint.as_directory() as d:
+            st = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, pickled code, missing file
+        raise CheckpointError(f"{where}: not a readable mtssad training checkpoint ({type(e).__name__}: "
+                              f"{str(e)[:200]}); delete the run directory or use another name to start afresh") from None
+    if not isinstance(st, dict) or "model" not in st or "epoch" not in st:
+        raise CheckpointError(f"{where}: not an mtssad training checkpoint (no model/epoch entries)")
+    return st
+
+
+def _run_identity(det, image_shape) -> dict:
+    """What a checkpoint must share with a run to be resumed by it (stored in every checkpoint)."""
+    config = {k: v for k, v in json.loads(det.config.to_json()).items() if k not in RESUME_MAY_DIFFER}
+    return {"detector": type(det).__name__, "image_shape": list(image_shape), **config}
+
+
+def check_resumable(state: dict, det, image_shape, where: str = "checkpoint") -> None:
+    """Raise CheckpointError naming every field where a stored checkpoint differs from this run."""
+    stored = state.get("identity")
+    if stored is None:  # written before identities were stored: nothing to compare
+        return
+    mine = _run_identity(det, image_shape)
+    diff = [f"{k}: {stored.get(k)!r} in the checkpoint, {mine.get(k)!r} in this run"
+            for k in sorted(set(stored) | set(mine)) if stored.get(k) != mine.get(k)]
+    if diff:
+        raise CheckpointError(f"{where} was written by a run with a different config ({'; '.join(diff)}); "
+                              "use another name (or storage_path) for a new config, or the same config to resume")
 
 
 def train_loop_per_worker(cfg: dict) -> None:
@@ -120,6 +160,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         st = _load_state(checkpoint)
+        check_resumable(st, det, tuple(X.shape[1:]), where=f"checkpoint {checkpoint.path}")
         det.model_.load_state_dict(st["model"])
         optimizer.load_state_dict(st["optimizer"])
         scheduler.load_state_dict(st["scheduler"])
@@ -161,7 +202,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 torch.save({"model": det.model_.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
                             "starts": starts, "order_gen": order_gen.get_state(),
-                            "torch_rng": torch.get_rng_state(), "world_size": world},
+                            "torch_rng": torch.get_rng_state(), "world_size": world,
+                            "identity": _run_identity(det, X.shape[1:])},
                            os.path.join(d, STATE_FILE))
                 ck = ray.train.Checkpoint.from_directory(d)
             metrics = {**stats, "world_size": world, "start_epoch": start, "pid": os.getpid(), "n_local": n_seen}
@@ -208,6 +250,8 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
     fast (tests); keep -1 on autoscaling clusters, where the workers wait for nodes.
     The returned detector is calibrated on the driver and saves/loads like a locally fitted one;
     train_seconds_ is the wall time of the Ray run (including worker start).
+    Raises CheckpointError when the stored run under this name has a different config or an
+    unreadable checkpoint.
     """
     import ray
     import ray.train
@@ -247,10 +291,19 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
             failure_config=ray.train.FailureConfig(max_failures=max_failures,
                                                    controller_failure_limit=controller_failure_limit),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=checkpoints_to_keep),
+            # Train's per-report INFO lines (the whole metrics dict, every epoch) drown the progress output.
+            logging_config=ray.train.LoggingConfig(log_level=os.environ.get("MTSSAD_RAY_TRAIN_LOG_LEVEL", "WARNING")),
         ),
     )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.WorkerGroupError as e:  # a checkpoint that cannot be resumed: say so, not "worker died"
+        causes = [getattr(c, "cause", c) for c in e.worker_failures.values()]  # RayTaskError -> the worker's error
+        causes = [c for c in causes if isinstance(c, CheckpointError)]
+        if causes:
+            raise CheckpointError(str(causes[0])) from e
+        raise
     train_seconds = time.perf_counter() - t0
     if result.checkpoint is None:
         raise RuntimeError(f"Ray Train run {name!r} under {storage_path} finished without a checkpoint")
