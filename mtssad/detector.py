@@ -251,10 +251,12 @@ class MultiTaskDetector:
         det.config = config
         perms = payload["permutations"] if payload["permutations"].numel() else None
         det.init_model(tuple(fitted["image_shape"]), permutations=perms)
-        try:
-            det.model_.load_state_dict(payload["state_dict"])
-        except RuntimeError as e:
-            raise DetectorFileError(f"{path}: weights do not match its config ({str(e).splitlines()[0]})") from None
+        diff = _state_mismatch(det.model_.state_dict(), payload["state_dict"])
+        if diff:  # e.g. weights saved for another grid, k or backbone than the config beside them
+            c = det.config
+            raise DetectorFileError(f"{path}: weights do not match its config (backbone {c.backbone}, grid "
+                                    f"{c.grid[0]}x{c.grid[1]}, k {c.k}, tasks {','.join(c.tasks)}): {diff}")
+        det.model_.load_state_dict(payload["state_dict"])
         det.threshold_, det.offset_ = fitted["threshold"], fitted["offset"]
         det.head_stats_ = {h: tuple(v) for h, v in fitted["head_stats"].items()}
         det.head_counts_ = fitted["head_counts"]
@@ -262,6 +264,19 @@ class MultiTaskDetector:
         det.train_seconds_ = fitted.get("train_seconds")
         det._load_extra_tensors({k: v.to(det.device_) for k, v in payload["extra"].items()})
         return det
+
+
+def _state_mismatch(expected: dict, found, limit: int = 3) -> str:
+    """'' when `found` fits a model with state dict `expected`, else the first differences in words."""
+    if not isinstance(found, dict):
+        return f"expected a state dict; got {type(found).__name__}"
+    out = [f"{k} missing from the file" for k in expected if k not in found]
+    out += [f"{k} in the file is not in this model" for k in found if k not in expected]
+    out += [f"{k} has shape {tuple(getattr(found[k], 'shape', ()))} in the file, {tuple(v.shape)} for this config"
+            for k, v in expected.items()
+            if k in found and (not isinstance(found[k], torch.Tensor) or found[k].shape != v.shape)]
+    more = f" (and {len(out) - limit} more)" if len(out) > limit else ""
+    return "; ".join(out[:limit]) + more
 
 
 def read_detector_file(path) -> dict:

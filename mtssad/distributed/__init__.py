@@ -9,6 +9,7 @@ from __future__ import annotations
 
 _EXPORTS = {
     "train_detector_ddp": ".train",
+    "CheckpointError": ".train",
     "run_sweep": ".tune",
     "sweep_trials": ".tune",
     "select_by_validation": ".tune",

@@ -67,7 +67,9 @@ def score_with_ray_data(detector_path, images, labels=None, *, num_actors: int =
     """
     import ray.data
 
-    images = np.asarray(images)
+    from ..validation import check_images
+
+    images = check_images(images, name="images").numpy()  # NaN/inf, range, shape: fail here, not in an actor
     if num_actors < 1 or batch_size < 1:
         raise ValueError(f"num_actors and batch_size must be >= 1; got {num_actors}, {batch_size}")
     if labels is not None and len(labels) != len(images):
