@@ -50,7 +50,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.
 
 
 def plan_loss(logits: dict[str, torch.Tensor], plan: Plan, n_images: int):
-    """Eq. 7: sum over heads and their labelled variants of the cross-entropy, averaged over images.
+    """Eq. 7: sum over heads and their labelled variants of the cross-entropy, averaged over images
+    (times plan.loss_weight: composed baselines average over their compositions).
 
     logits[h]: (V*N, m_h). Returns (loss, correct[h], counted[h]) with the counts as ints.
     """
@@ -62,7 +63,7 @@ def plan_loss(logits: dict[str, torch.Tensor], plan: Plan, n_images: int):
         mask = y >= 0
         lg = logits[head.name][mask].float()
         yy = y[mask]
-        loss = loss + F.cross_entropy(lg, yy, reduction="sum") / n_images
+        loss = loss + F.cross_entropy(lg, yy, reduction="sum") * (plan.loss_weight / n_images)
         correct[head.name] = int((lg.argmax(1) == yy).sum())
         counted[head.name] = int(mask.sum())
     return loss, correct, counted

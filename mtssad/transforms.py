@@ -169,9 +169,14 @@ class Plan:
 
     `labels` is (V, n_heads) long, -1 where a head does not score variant v.
     `make(x)` returns (V * N, C, H, W), variant-major: rows v*N .. v*N+N-1 are variant v.
+    `loss_weight` scales each image's summed cross-entropies: 1 for eq. 7 (a sum over the
+    13 single transforms), 1/V for composed plans, whose reference implementations
+    (MHRot, GeoTrans) average over the 36 / 72 compositions; summing 108 terms at
+    lr 0.1 diverged on digits (training accuracy stayed at chance).
     """
 
-    def __init__(self, tasks: list[Task], heads: list[Head], labels: torch.Tensor, maker):
+    def __init__(self, tasks: list[Task], heads: list[Head], labels: torch.Tensor, maker, loss_weight: float = 1.0):
+        self.loss_weight = loss_weight
         self.tasks = tasks
         self.heads = heads
         self.labels = labels
@@ -227,7 +232,7 @@ def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
     else:
         heads = [Head(t.name, t.num_classes) for t in tasks]
         labels = torch.tensor(combos, dtype=torch.long)
-    return Plan(tasks, heads, labels, maker)
+    return Plan(tasks, heads, labels, maker, loss_weight=1.0 / len(combos))
 
 
 def check_image_fits(side: tuple[int, int], grid: tuple[int, int], margin: int) -> None:

@@ -140,3 +140,17 @@ def test_bad_configs_and_sizes_raise_clear_errors():
     with pytest.raises(ValueError, match="too small"):
         build_tasks(("jigsaw",), (32, 8), grid=(4, 4), margin=2)
     assert math.factorial(9) > 3
+
+
+def test_loss_is_eq7_sum_for_ours_and_composition_mean_for_composed_plans():
+    from mtssad.train import plan_loss
+
+    ours = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
+    mh = composed_plan(build_tasks(("vertical", "horizontal", "rotation"), (16, 16)))
+    n = 5
+    for plan, expected in ((ours, 3 * math.log(3) + 3 * math.log(3) + 4 * math.log(4) + 3 * math.log(3)),
+                           (mh, math.log(3) + math.log(3) + math.log(4))):
+        uniform = {h.name: torch.zeros(plan.num_variants * n, h.num_classes) for h in plan.heads}  # CE = ln(m) per term
+        loss, _, counted = plan_loss(uniform, plan, n)
+        assert math.isclose(float(loss), expected, rel_tol=1e-6)
+    assert counted == {"vertical": 36 * n, "horizontal": 36 * n, "rotation": 36 * n}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 
 
 def _grid_text(text: str) -> str:
@@ -120,7 +121,13 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
 
 def run_sweep_command(args) -> int:
     """`mtssad sweep`: the sweep, then the report."""
-    run_sweep_from_args(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
+    from .tune import SweepIncomplete
+
+    try:
+        run_sweep_from_args(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
+    except SweepIncomplete as e:
+        print(f"mtssad sweep: incomplete: {e}; e.g. `mtssad sweep --resume` with the same flags", file=sys.stderr)
+        return 1
     from ..report import render_report
 
     print(f"report: {render_report(args.out)}")

@@ -276,9 +276,10 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
         row = {k: v for k, v in res.metrics.items() if not _is_tune_bookkeeping(k)}
         row["config"] = row.pop(CONFIG_KEY)
         rows.append(row)
-    if problems:
-        raise SweepIncomplete(f"{len(problems)} of {len(specs)} trials did not finish ({'; '.join(problems[:5])}); "
-                              f"rerun with resume=True (same storage_path and name) to finish only those")
+    missing = len(specs) - len(rows)  # an interrupted sweep may not have created every trial yet
+    if missing:
+        raise SweepIncomplete(f"{missing} of {len(specs)} trials did not finish ({'; '.join(problems[:5]) or 'not started'}); "
+                              f"finished trials are kept: rerun with resume (same storage path and name) to run only the rest")
     rows = select_by_validation(sorted(rows, key=lambda r: (str(r["normal_class"]), r["method"],
                                                             str(r.get("grid")), r.get("k") or 0)))
     if out is not None:
