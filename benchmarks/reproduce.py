@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--max-train", type=int, default=None, help="subset for CPU runs of the large sets")
     p.add_argument("--max-test", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report-only", action="store_true",
+                   help="write reproduce_<dataset>.md from the rows already in the working directory (a partial run)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mtssad evaluate` flags")
     return p.parse_args(argv)
 
@@ -63,7 +65,7 @@ def run(args) -> int:
         argv += args.extra
         print("mtssad " + " ".join(argv), flush=True)
         t0 = time.perf_counter()
-        code = mtssad_main(argv)
+        code = mtssad_main(["report", str(work)] if args.report_only else argv)
         wall = time.perf_counter() - t0
         if code != 0:
             return code
@@ -71,7 +73,9 @@ def run(args) -> int:
                     f"Scale: {'paper (WRN-16-4, GPU)' if args.paper_scale else 'CPU: WRN-10-1, 3 epochs, data subsets as listed'}; "
                     f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
                     f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; "
-                    f"wall time of this invocation {wall:.0f} s (rows already present were skipped, see train/score seconds).\n\n")
+                    f"wall time of this invocation {wall:.0f} s (rows already present were skipped, see train/score seconds)."
+                    + (" **Partial run**: classes a method has not reached are missing (see `n/N classes`)." if args.report_only else "")
+                    + "\n\n")
         report = (work / "report.md").read_text()
         out_md = HERE / "results" / f"reproduce_{ds}.md"
         out_md.write_text(f"# Reproduction: {ds}\n\n{settings}{report}")
