@@ -52,6 +52,13 @@ class ImageDataset:
                 f"{self.train_images.shape[1:]} vs {self.test_images.shape[1:]}"
             )
 
+    @classmethod
+    def from_split(cls, name: str, images: np.ndarray, labels: np.ndarray, train: np.ndarray, test: np.ndarray,
+                   class_names, skipped=()) -> "ImageDataset":
+        """One pool of images cut into train/test by index arrays (sets without an official split)."""
+        return cls(name=name, train_images=images[train], train_labels=labels[train], test_images=images[test],
+                   test_labels=labels[test], class_names=tuple(class_names), skipped=tuple(skipped))
+
     @property
     def channels(self) -> int:
         return int(self.train_images.shape[1])

@@ -19,11 +19,4 @@ def load_digits(args: LoaderArgs) -> ImageDataset:
     images = resize(images, args.side)
     labels = bunch.target.astype(np.int64)
     train, test = stratified_split(labels, args.test_fraction, args.seed)
-    return ImageDataset(
-        name=args.name,
-        train_images=images[train],
-        train_labels=labels[train],
-        test_images=images[test],
-        test_labels=labels[test],
-        class_names=tuple(str(d) for d in range(10)),
-    )
+    return ImageDataset.from_split(args.name, images, labels, train, test, [str(d) for d in range(10)])

@@ -203,11 +203,4 @@ def load_glyph_arrays(cache: Path, side: int, seed: int, fonts: tuple[str, ...] 
 def load_glyphs(args: LoaderArgs) -> ImageDataset:
     images, font_idx, char_idx = load_glyph_arrays(cache_dir(args.root), args.side, args.seed)
     train, test = stratified_split(font_idx * len(CHARS) + char_idx, args.test_fraction, args.seed)
-    return ImageDataset(
-        name=args.name,
-        train_images=images[train],
-        train_labels=font_idx[train],
-        test_images=images[test],
-        test_labels=font_idx[test],
-        class_names=tuple(Path(f).stem for f in FONT_FILES),
-    )
+    return ImageDataset.from_split(args.name, images, font_idx, train, test, [Path(f).stem for f in FONT_FILES])

@@ -98,12 +98,4 @@ def load_imagefolder(args: LoaderArgs) -> ImageDataset:
         train, test = np.flatnonzero(split_of == 0), np.flatnonzero(split_of == 1)
     else:
         train, test = stratified_split(labels, args.test_fraction, args.seed)
-    return ImageDataset(
-        name=args.name,
-        train_images=x[train],
-        train_labels=labels[train],
-        test_images=x[test],
-        test_labels=labels[test],
-        class_names=class_names,
-        skipped=tuple(skipped),
-    )
+    return ImageDataset.from_split(args.name, x, labels, train, test, class_names, skipped)
