@@ -49,6 +49,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--margin", type=int, default=2, help="jigsaw margin in pixels (default: %(default)s)")
     g.add_argument("--score-norm", choices=("none", "mean", "standardize"), default="none", help="per-head score normalization (default: %(default)s, the paper's)")
     g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
+    g.add_argument("--head-selection", choices=("all", "diagnostic"), default="all",
+                   help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited (default: %(default)s)")
     g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed for data subsets, splits, init, permutations (default: %(default)s)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
@@ -66,6 +68,7 @@ def method_params(args) -> dict:
     """DetectorConfig fields from the flags (non-neural methods ignore them)."""
     params = dict(backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
+                  head_selection=args.head_selection,
                   device=args.device, amp=args.amp, progress=not args.quiet)
     if args.tasks:
         params["tasks"] = tuple(args.tasks)
@@ -98,6 +101,8 @@ def _check_methods_params(args, params) -> None:
     """Fail before any training on a bad config (e.g. k too large for the grid)."""
     from .methods import METHODS, make_method
 
+    if params.get("head_selection") == "diagnostic" and getattr(args, "val_fraction", 0.2) <= 0:
+        raise ValueError("--head-selection diagnostic needs a validation split: use --val-fraction > 0")
     for m in args.methods:
         if METHODS[m].neural:
             make_method(m, **params)  # validates the DetectorConfig

@@ -21,6 +21,7 @@ import torch
 
 from . import __version__
 from .config import DetectorConfig
+from .diagnostic import head_verdict, select_heads
 from .model import MultiHeadNet, count_parameters
 from .scoring import combine_heads, head_accuracy, head_scores, score_images, variant_probs
 from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
@@ -74,7 +75,7 @@ class MultiTaskDetector:
         self.image_shape_ = tuple(int(v) for v in image_shape)
         self.plan_ = self._make_plan(self.image_shape_[1:], permutations)
         heads = {h.name: h.num_classes for h in self.plan_.heads}
-        self.model_ = MultiHeadNet(c.backbone, self.image_shape_[0], heads, c.dropout).to(self.device_)
+        self.model_ = MultiHeadNet(c.backbone, self.image_shape_[0], heads, c.dropout, c.channels_last).to(self.device_)
         self.n_parameters_ = count_parameters(self.model_)
         return self
 
@@ -92,6 +93,7 @@ class MultiTaskDetector:
         if X_val is not None:
             X_val = check_images(X_val, expected_shape=tuple(X.shape[1:]), name="X_val")
             y_val = check_labels(y_val, len(X_val), name="y_val")
+        self._check_selection_data(y_val)
         generator = seed_everything(self.config.seed)
         self.init_model(tuple(X.shape[1:]))
         t0 = time.perf_counter()
@@ -102,6 +104,12 @@ class MultiTaskDetector:
                                    generator=generator, on_epoch=on_epoch)
         self.train_seconds_ = time.perf_counter() - t0
         return self.calibrate(X, X_val=X_val, y_val=y_val)
+
+    def _check_selection_data(self, y_val) -> None:
+        """head_selection="diagnostic" needs held-out normal images; fail before any training without them."""
+        if self.config.head_selection == "diagnostic" and (y_val is None or not np.asarray(y_val).astype(bool).any()):
+            raise ValueError('head_selection="diagnostic" needs held-out normal images: pass X_val and y_val '
+                             "(1 = normal) with at least one normal image")
 
     def _check_fits_min_size(self, X: torch.Tensor) -> None:
         if len(X) < 2:
@@ -123,17 +131,27 @@ class MultiTaskDetector:
     def calibrate(self, X, *, X_val=None, y_val=None):
         """Finish a trained model on its normal training images X.
 
-        Recomputes BatchNorm statistics on X (config.bn_recalibration), then sets head_stats_
-        and threshold_/offset_ from reference normal data (held-out normals if given, else X).
+        Recomputes BatchNorm statistics on X (config.bn_recalibration), chooses the scored heads
+        (config.head_selection, from the diagnostic on X_val/y_val), then sets head_stats_ and
+        threshold_/offset_ from reference normal data (held-out normals if given, else X).
         """
         X = check_images(X, expected_shape=self.image_shape_)
         if X_val is not None:
             X_val = check_images(X_val, expected_shape=self.image_shape_, name="X_val")
+            y_val = check_labels(y_val, len(X_val), name="y_val")
+        self._check_selection_data(y_val)
         if self.config.bn_recalibration:
             recalibrate_batchnorm(self.model_, self.plan_, X, batch_size=self.config.score_batch_size, device=self.device_)
+        trained = [h.name for h in self.plan_.heads]
+        heads = [h for h in self.config.heads_for_score if h in trained] or trained  # GeoTrans: one joint head
+        self.head_verdicts_ = {}
+        if self.config.head_selection == "diagnostic":  # one extra pass over X_val, only when asked for
+            self.head_verdicts_ = self._head_verdicts(X_val, y_val)
+            heads = select_heads({h: self.head_verdicts_[h] for h in heads})
+        self.selected_heads_ = tuple(heads)
         ref = X
-        if X_val is not None and np.asarray(y_val).astype(bool).any():
-            ref = X_val[torch.from_numpy(np.asarray(y_val).astype(bool))]
+        if X_val is not None and y_val.any():
+            ref = X_val[torch.from_numpy(y_val)]
         self._fit_score_model(X)
         per_head = self.score_tasks(ref)
         self.head_counts_ = {h.name: int((self.plan_.labels[:, i] >= 0).sum()) for i, h in enumerate(self.plan_.heads)}
@@ -142,6 +160,12 @@ class MultiTaskDetector:
         self.threshold_ = float(np.quantile(scores, self.config.contamination))
         self.offset_ = self.threshold_
         return self
+
+    def _head_verdicts(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict[str, str]:
+        """head -> task-suitability verdict on the held-out data, with the final (recalibrated) network."""
+        acc = self._validation_accuracy(X_val, y_val)
+        return {h.name: head_verdict(acc.get(f"acc_val_normal/{h.name}"), acc.get(f"acc_val_anomaly/{h.name}"),
+                                     h.num_classes) for h in self.plan_.heads}
 
     def _fit_score_model(self, X: torch.Tensor) -> None:
         """Hook for methods whose score has its own fitted parameters (GeoTrans's Dirichlet)."""
@@ -161,8 +185,13 @@ class MultiTaskDetector:
         X = check_images(X, expected_shape=self.image_shape_)
         return self._head_scores(X)
 
+    def _scored_heads(self, per_head: dict[str, np.ndarray]) -> list[str]:
+        """The heads averaged in the score: selected at calibration (or configured), that `per_head` has."""
+        chosen = getattr(self, "selected_heads_", None) or self.config.heads_for_score
+        return [h for h in chosen if h in per_head] or list(per_head)
+
     def _combine(self, per_head: dict[str, np.ndarray]) -> np.ndarray:
-        heads = [h for h in self.config.heads_for_score if h in per_head] or list(per_head)
+        heads = self._scored_heads(per_head)
         return combine_heads(per_head, heads, norm=self.config.score_norm,
                              counts=getattr(self, "head_counts_", None), stats=getattr(self, "head_stats_", None))
 
@@ -199,6 +228,8 @@ class MultiTaskDetector:
             "offset": self.offset_,
             "head_stats": self.head_stats_,
             "head_counts": self.head_counts_,
+            "head_verdicts": self.head_verdicts_,
+            "selected_heads": list(self.selected_heads_),
             "history": getattr(self, "history_", []),
             "train_seconds": getattr(self, "train_seconds_", None),
         }
@@ -260,6 +291,8 @@ class MultiTaskDetector:
         det.threshold_, det.offset_ = fitted["threshold"], fitted["offset"]
         det.head_stats_ = {h: tuple(v) for h, v in fitted["head_stats"].items()}
         det.head_counts_ = fitted["head_counts"]
+        det.head_verdicts_ = fitted.get("head_verdicts", {})
+        det.selected_heads_ = tuple(fitted.get("selected_heads") or config.heads_for_score)
         det.history_ = fitted.get("history", [])
         det.train_seconds_ = fitted.get("train_seconds")
         det._load_extra_tensors({k: v.to(det.device_) for k, v in payload["extra"].items()})

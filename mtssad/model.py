@@ -60,18 +60,28 @@ class WideResNet(nn.Module):
 
 
 class MultiHeadNet(nn.Module):
-    """Shared backbone; `heads` maps a head name to its number of classes."""
+    """Shared backbone; `heads` maps a head name to its number of classes.
 
-    def __init__(self, backbone: str, in_chans: int, heads: dict[str, int], dropout: float = 0.3):
+    channels_last=True keeps weights and activations NHWC, the layout oneDNN (CPU) and
+    cuDNN convolutions prefer; inputs are converted on entry, outputs are the same.
+    """
+
+    def __init__(self, backbone: str, in_chans: int, heads: dict[str, int], dropout: float = 0.3,
+                 channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last
         depth, width = parse_backbone(backbone)
         self.backbone = WideResNet(depth, width, in_chans)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({name: nn.Linear(self.backbone.num_features, m) for name, m in heads.items()})
         for head in self.heads.values():
             nn.init.zeros_(head.bias)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # conv weights NHWC; .to(device) later keeps it
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # (B, C, H, W), strides NHWC
         f = self.dropout(self.backbone(x))  # (B, F)
         return {name: head(f) for name, head in self.heads.items()}  # name -> (B, m)
 

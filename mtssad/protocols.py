@@ -38,7 +38,7 @@ def score_with_heads(det, X) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 def method_config(method: str, det) -> dict:
     """The full configuration of a fitted method, as stored in the results' `config` column."""
     params = det.get_params() if hasattr(det, "get_params") else {}
-    params = {k: v for k, v in params.items() if k not in ("progress", "device", "score_batch_size")}
+    params = {k: v for k, v in params.items() if k not in ("progress", "device", "score_batch_size", "channels_last")}
     return {"method": method, **params}
 
 
@@ -84,9 +84,19 @@ def describe_config(method: str, params: dict, det) -> dict:
     }
 
 
-def one_vs_all(ds: ImageDataset, normal_class: int, method: str, params: dict, *, seed: int = 0,
-               val_fraction: float = 0.2) -> RunOutput:
-    """Train on one class's training images, score the whole test split (normal = that class)."""
+@dataclass
+class OneVsAllData:
+    """The images of one one-vs-all run: fit on X_fit, validate on X_val/y_val, score the whole test split."""
+
+    X_fit: np.ndarray  # (n_fit, C, H, W) the normal class's training images minus the held-out part
+    X_val: np.ndarray | None  # held-out normals + other classes' TRAINING images (None when val_fraction = 0)
+    y_val: np.ndarray | None  # (n_val,) 1 = normal
+    X_test: np.ndarray  # the whole test split
+    is_normal_test: np.ndarray  # (n_test,) bool
+
+
+def one_vs_all_data(ds: ImageDataset, normal_class: int, *, seed: int = 0, val_fraction: float = 0.2) -> OneVsAllData:
+    """Split `ds` for one normal class; the test split's anomalies never reach fitting or validation."""
     labels = ds.train_labels
     if not np.any(labels == normal_class):
         raise ValueError(f"{ds.name}: normal class {ds.class_names[normal_class]!r} has no training images")
@@ -98,9 +108,16 @@ def one_vs_all(ds: ImageDataset, normal_class: int, method: str, params: dict, *
     is_normal = ds.test_labels == normal_class
     if is_normal.all() or not is_normal.any():
         raise ValueError(f"{ds.name}: the test split needs both class {ds.class_names[normal_class]!r} and others")
+    return OneVsAllData(ds.train_images[fit_idx], X_val, y_val, ds.test_images, is_normal)
+
+
+def one_vs_all(ds: ImageDataset, normal_class: int, method: str, params: dict, *, seed: int = 0,
+               val_fraction: float = 0.2) -> RunOutput:
+    """Train on one class's training images, score the whole test split (normal = that class)."""
+    d = one_vs_all_data(ds, normal_class, seed=seed, val_fraction=val_fraction)
     row, scores, det = evaluate_method(
-        method, {**params, "seed": seed}, X_fit=ds.train_images[fit_idx], X_test=ds.test_images,
-        is_normal_test=is_normal, X_val=X_val, y_val=y_val, labels_test=ds.test_labels,
+        method, {**params, "seed": seed}, X_fit=d.X_fit, X_test=d.X_test,
+        is_normal_test=d.is_normal_test, X_val=d.X_val, y_val=d.y_val, labels_test=ds.test_labels,
     )
     row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[normal_class],
                seed=seed, split="test")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .diagnostic import head_verdict
 from .paper import CITATION, paper_auroc, paper_siwm
 from .results import HEAD_PREFIX, ResultsStore, atomic_write_bytes, run_name
 
@@ -102,19 +103,8 @@ def task_verdicts(history: list[dict]) -> dict[str, dict]:
     for h in _heads(history):
         normal, anomaly = _last(history, f"acc_val_normal/{h}"), _last(history, f"acc_val_anomaly/{h}")
         n = _last(history, f"num_classes/{h}") or _KNOWN_CLASSES.get(h)
-        chance = 1 / n if n else None
-        if normal is None:
-            verdict = "unknown (no held-out accuracy)"
-        elif chance is not None and normal <= chance + 0.05:
-            verdict = "too hard"
-        elif anomaly is not None and normal >= 0.98 and anomaly >= 0.98:
-            verdict = "too easy"
-        elif anomaly is None:
-            verdict = "unknown (no anomalous held-out data)"
-        else:
-            verdict = "suited"
-        out[h] = {"classes": n, "chance": chance, "train": _last(history, f"acc_train/{h}"),
-                  "normal": normal, "anomaly": anomaly, "verdict": verdict}
+        out[h] = {"classes": n, "chance": 1 / n if n else None, "train": _last(history, f"acc_train/{h}"),
+                  "normal": normal, "anomaly": anomaly, "verdict": head_verdict(normal, anomaly, n)}
     return out
 
 

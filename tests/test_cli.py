@@ -52,6 +52,8 @@ def test_bad_root_and_bad_flags_give_clear_errors(tmp_path, capsys):
     assert code == 2 and "k must satisfy" in capsys.readouterr().err
     code = main(["evaluate", "--epochs", "-1", "--out", str(tmp_path / "o3"), *FAST[:4]])
     assert code == 2 and "epochs must be an integer >= 0" in capsys.readouterr().err
+    code = main(["evaluate", "--head-selection", "diagnostic", "--val-fraction", "0", "--out", str(tmp_path / "o4"), *FAST])
+    assert code == 2 and "--head-selection diagnostic needs a validation split" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     code = main(["evaluate", "--out", str(tmp_path / "file" / "sub"), *FAST])
     assert code == 2 and "file" in capsys.readouterr().err

@@ -27,3 +27,16 @@ def test_bad_backbone_names():
         MultiHeadNet("wrn-12-1", 1, {"h": 2})
     with pytest.raises(ValueError, match="wrn-<depth>-<width>"):
         MultiHeadNet("resnet18", 1, {"h": 2})
+
+
+def test_channels_last_changes_layout_not_outputs():
+    torch.manual_seed(0)
+    nchw = MultiHeadNet("wrn-10-1", 3, {"rotation": 4}, dropout=0.0)
+    nhwc = MultiHeadNet("wrn-10-1", 3, {"rotation": 4}, dropout=0.0, channels_last=True)
+    nhwc.load_state_dict(nchw.state_dict())
+    assert nhwc.backbone.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.backbone.stem.weight.stride() != nchw.backbone.stem.weight.stride()
+    x = torch.randn(8, 3, 32, 32)
+    for train in (True, False):
+        nchw.train(train), nhwc.train(train)
+        torch.testing.assert_close(nhwc(x)["rotation"], nchw(x)["rotation"], rtol=1e-4, atol=1e-4)

@@ -80,17 +80,14 @@ def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> Non
     """One Tune trial: validation split, (DDP) training, scoring; reports the result row."""
     import ray.tune
 
-    from ..data import validation_split
     from ..methods import METHODS, make_method
-    from ..protocols import describe_config, score_fitted
+    from ..protocols import describe_config, one_vs_all_data, score_fitted
     from .train import train_detector_ddp
 
     s, spec, ds = settings, config["spec"], dataset
     c, method = spec["normal_class"], spec["method"]
-    fit_idx, val_idx = validation_split(ds.train_labels, c, fraction=s["val_fraction"], seed=s["seed"])
-    X_fit, X_val = ds.train_images[fit_idx], ds.train_images[val_idx]
-    y_val = (ds.train_labels[val_idx] == c).astype(int)
-    is_normal = ds.test_labels == c
+    d = one_vs_all_data(ds, c, seed=s["seed"], val_fraction=s["val_fraction"])
+    X_fit, X_val, y_val = d.X_fit, d.X_val, d.y_val
     params = dict(s["params"])
     if spec["grid"] is not None:
         params.update(grid=_grid_tuple(spec["grid"]), k=spec["k"])
@@ -107,7 +104,7 @@ def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> Non
     else:
         det.fit(X_fit, X_val=X_val, y_val=y_val)
     train_seconds = time.perf_counter() - t0
-    row, _ = score_fitted(det, ds.test_images, is_normal, X_val=X_val, y_val=y_val)
+    row, _ = score_fitted(det, d.X_test, d.is_normal_test, X_val=X_val, y_val=y_val)
     row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[c],
                seed=s["seed"], split="test", n_train=len(X_fit), n_test=len(ds.test_images),
                train_seconds=train_seconds, trial_id=trial_id, epochs_run=len(getattr(det, "history_", [])))

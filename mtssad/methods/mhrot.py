@@ -50,8 +50,7 @@ class MHRotDetector(MultiTaskDetector):
     def _combine(self, per_head: dict[str, np.ndarray]) -> np.ndarray:
         if self.config.score_norm != "none":
             return super()._combine(per_head)
-        heads = [h for h in self.config.heads_for_score if h in per_head]
-        return np.sum([per_head[h].astype(np.float64) for h in heads], axis=0)  # eq. 4
+        return np.sum([per_head[h].astype(np.float64) for h in self._scored_heads(per_head)], axis=0)  # eq. 4
 
 
 @register_method("mhrot", neural=True, description="MHRot: 36 composed v x h x rot transforms, three heads, eq. 4")

@@ -1,0 +1,83 @@
+"""Head selection by the task-suitability diagnostic (METHOD.md: an option beyond the paper)."""
+
+import numpy as np
+import pytest
+from conftest import TINY
+
+from mtssad import MultiTaskDetector
+from mtssad.diagnostic import head_verdict, select_heads
+
+
+@pytest.mark.parametrize("normal, anomaly, n, verdict", [
+    (0.36, 0.30, 3, "too hard"),  # within 0.05 of chance 1/3
+    (0.30, None, 4, "too hard"),  # label-free: only held-out normals needed for "too hard"
+    (0.99, 0.985, 4, "too easy"),
+    (0.99, 0.60, 4, "suited"),
+    (0.70, None, 4, "unknown (no anomalous held-out data)"),
+    (None, None, 4, "unknown (no held-out accuracy)"),
+])
+def test_head_verdict(normal, anomaly, n, verdict):
+    assert head_verdict(normal, anomaly, n) == verdict
+
+
+def test_select_heads_keeps_order_and_never_returns_nothing():
+    v = {"vertical": "suited", "rotation": "too hard", "jigsaw": "unknown (no anomalous held-out data)",
+         "horizontal": "too easy"}
+    assert select_heads(v) == ("vertical", "jigsaw")
+    assert select_heads({"a": "too hard", "b": "too easy"}) == ("a", "b")
+
+
+def _val(tiny_data):
+    X_val = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
+    return X_val, np.r_[np.ones(12), np.zeros(12)].astype(int)
+
+
+def test_diagnostic_selection_drops_unsuited_heads_from_the_score(tiny_data, tmp_path, monkeypatch):
+    def accuracies(self, X_val, y_val):  # rotation at chance on normals, jigsaw perfect on everything
+        acc = {"vertical": (0.9, 0.5), "horizontal": (0.8, 0.6), "rotation": (0.26, 0.25), "jigsaw": (1.0, 1.0)}
+        out = {}
+        for h in self.plan_.heads:
+            out[f"num_classes/{h.name}"] = h.num_classes
+            out[f"acc_val_normal/{h.name}"], out[f"acc_val_anomaly/{h.name}"] = acc[h.name]
+        return out
+
+    monkeypatch.setattr(MultiTaskDetector, "_validation_accuracy", accuracies)
+    X_val, y_val = _val(tiny_data)
+    det = MultiTaskDetector(**TINY, head_selection="diagnostic").fit(tiny_data["train"], X_val=X_val, y_val=y_val)
+    assert det.head_verdicts_ == {"vertical": "suited", "horizontal": "suited", "rotation": "too hard",
+                                  "jigsaw": "too easy"}
+    assert det.selected_heads_ == ("vertical", "horizontal")
+    X = tiny_data["test_anomaly"]
+    per_head = det.score_tasks(X)
+    np.testing.assert_allclose(det.score_samples(X), (per_head["vertical"] + per_head["horizontal"]) / 2, rtol=1e-6)
+    assert not np.allclose(det.score_samples(X), np.mean(list(per_head.values()), axis=0))
+    # the choice travels with the saved detector
+    loaded = MultiTaskDetector.load(det.save(tmp_path / "d.pt"))
+    assert loaded.selected_heads_ == ("vertical", "horizontal") and loaded.head_verdicts_ == det.head_verdicts_
+    np.testing.assert_allclose(loaded.score_samples(X), det.score_samples(X), rtol=1e-6)
+
+
+def test_diagnostic_selection_on_a_real_fit_is_consistent(tiny_data):
+    X_val, y_val = _val(tiny_data)
+    det = MultiTaskDetector(**TINY, head_selection="diagnostic").fit(tiny_data["train"], X_val=X_val, y_val=y_val)
+    assert set(det.head_verdicts_) == {"vertical", "horizontal", "rotation", "jigsaw"}
+    assert det.selected_heads_ == select_heads(det.head_verdicts_)
+    plain = MultiTaskDetector(**TINY).fit(tiny_data["train"], X_val=X_val, y_val=y_val)
+    assert plain.selected_heads_ == ("vertical", "horizontal", "rotation", "jigsaw") and plain.head_verdicts_ == {}
+
+
+def test_diagnostic_selection_needs_held_out_normals(tiny_data):
+    det = MultiTaskDetector(**TINY, head_selection="diagnostic")
+    with pytest.raises(ValueError, match="needs held-out normal images"):
+        det.fit(tiny_data["train"])
+    assert not hasattr(det, "model_")  # refused before any training
+    X_val = tiny_data["test_anomaly"]
+    with pytest.raises(ValueError, match="at least one normal image"):
+        det.fit(tiny_data["train"], X_val=X_val, y_val=np.zeros(len(X_val), int))
+
+
+def test_head_selection_config_errors():
+    with pytest.raises(ValueError, match="head_selection must be one of"):
+        MultiTaskDetector(**TINY, head_selection="best")
+    with pytest.raises(ValueError, match="not both"):
+        MultiTaskDetector(**TINY, score_heads=("rotation",), head_selection="diagnostic")
