@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Where results go: benchmarks/results (committed), or MTSSAD_BENCH_RESULTS for a rerun to compare (compare.py).
+RESULTS = Path(os.environ.get("MTSSAD_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run standalone from a checkout too
 
 

@@ -146,6 +146,9 @@ def cmd_ood(args) -> int:
     from .results import ResultsStore
 
     params = method_params(args)
+    if params["head_selection"] != "all":
+        raise ValueError("ood trains on all of --dataset and has no validation split: "
+                         "--head-selection diagnostic is available in evaluate and sweep only")
     _check_methods_params(args, params)
     store = ResultsStore(args.out)
     ds_in = load_from_args(args)

@@ -50,6 +50,8 @@ def score_fitted(det, X_test, is_normal_test, *, X_val=None, y_val=None, labels_
     row.update(score_seconds=time.perf_counter() - t0, n_test=len(X_test))
     for h, s in heads.items():
         row[f"auroc_head_{h}"] = auroc(is_normal_test, s)
+    if getattr(det, "head_verdicts_", None):  # head_selection="diagnostic": which heads the score used
+        row["selected_heads"] = ",".join(det.selected_heads_)
     if X_val is not None and y_val is not None and 0 < np.sum(y_val) < len(y_val):
         row["val_auroc"] = auroc(y_val, score_with_heads(det, X_val)[0])
     scores = {"index": np.arange(len(X_test)), "is_normal": np.asarray(is_normal_test, bool), "score": score}

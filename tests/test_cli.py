@@ -54,6 +54,8 @@ def test_bad_root_and_bad_flags_give_clear_errors(tmp_path, capsys):
     assert code == 2 and "epochs must be an integer >= 0" in capsys.readouterr().err
     code = main(["evaluate", "--head-selection", "diagnostic", "--val-fraction", "0", "--out", str(tmp_path / "o4"), *FAST])
     assert code == 2 and "--head-selection diagnostic needs a validation split" in capsys.readouterr().err
+    code = main(["ood", "--ood-dataset", "glyphs", "--head-selection", "diagnostic", "--out", str(tmp_path / "o5"), *FAST])
+    assert code == 2 and "evaluate and sweep only" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     code = main(["evaluate", "--out", str(tmp_path / "file" / "sub"), *FAST])
     assert code == 2 and "file" in capsys.readouterr().err
@@ -86,3 +88,13 @@ def test_glyphs_one_vs_all_two_fonts_end_to_end(tmp_path, monkeypatch):
     df = pd.read_parquet(out / "results.parquet")
     assert sorted(df["normal_class"]) == ["DejaVuSans", "cmr10"] and df["dataset"].eq("glyphs").all()
     assert (tmp_path / "cache").is_dir()
+
+
+def test_evaluate_with_head_selection_records_the_heads_used(tmp_path):
+    out = tmp_path / "sel"
+    assert main(["evaluate", "--classes", "0", "--head-selection", "diagnostic", "--score-norm", "standardize",
+                 "--out", str(out), *FAST]) == 0
+    row = pd.read_parquet(out / "results.parquet").iloc[0]
+    used = row["selected_heads"].split(",")
+    assert used and set(used) <= {"vertical", "horizontal", "rotation", "jigsaw"}
+    assert '"head_selection": "diagnostic"' in row["config"] and '"score_norm": "standardize"' in row["config"]
