@@ -28,7 +28,7 @@ def main() -> None:
 
     from mtssad.scoring import score_images
 
-    repeat = 3
+    repeat = 5  # quick runs last ~0.1 s each: an odd count of round-robin repeats, median taken
     rows = []
     for backbone, sizes in SIZES.items():
         n, batch = sizes[1] if args.quick else sizes[0]
@@ -42,7 +42,7 @@ def main() -> None:
                 with torch.inference_mode():
                     score_images(det.model_, det.plan_, x, device=det.device_, batch_size=batch, reduce=reduce)
 
-            run(images[:2])  # warm-up on a small batch
+            run(images[:batch])  # warm-up at the timed batch shape: oneDNN builds its kernels per input shape
             runs[method] = run
         # round-robin repeats, so a change in machine load hits every method alike
         times = {m: [] for m in METHODS}

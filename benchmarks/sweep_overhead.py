@@ -158,7 +158,7 @@ def main() -> None:
             f"({proj['overhead_s_per_trial']:.1f}s) {proj['rounds_of_8']} rounds of 8 take "
             f"{proj['projected_hours']:.2f} h ({proj['gpu_hours']:.1f} GPU-h) vs {proj['compute_only_hours']:.2f} h "
             f"of GPU work: overhead is {proj['overhead_fraction']:.0%} of each trial",
-            "the overhead was measured on 2 shared CPUs (load average "
+            "the overhead was measured on 2 CPUs (load average "
             f"{load0:.1f}-{load1:.1f}); a GPU node's driver and worker start may be faster, but Ray Train's "
             "controller + worker-group start does not shrink with the data: with ~24 training images per class "
             "the fixed cost per trial, not the GPU, sets the sweep's wall time",
