@@ -84,8 +84,9 @@ def compare(committed: Path, rerun: Path, tolerance: float) -> tuple[list[str], 
             lines.append(f"| {name} | (no committed result) | | | | no | |")
             ok = False
             continue
-        a, b = figures(name, json.loads(old.read_text())), figures(name, json.loads(path.read_text()))
-        if json.loads(old.read_text())["settings"].get("quick") != json.loads(path.read_text())["settings"].get("quick"):
+        da, db = json.loads(old.read_text()), json.loads(path.read_text())
+        a, b = figures(name, da), figures(name, db)
+        if da["settings"].get("quick") != db["settings"].get("quick"):
             lines.append(f"| {name} | (committed and rerun differ in --quick: not comparable) | | | | no | |")
             ok = False
             continue

@@ -78,7 +78,7 @@ class DetectorConfig:
     seed: int = 0  # seeds torch, numpy, permutations, jigsaw offsets and shuffling
     device: str = "auto"  # "auto" = cuda if available else cpu
     amp: bool = False  # bfloat16/float16 autocast on GPU; ignored on CPU
-    channels_last: bool = True  # NHWC layout: oneDNN convolutions 1.2-1.4x faster on CPU (benchmarks/profile_hot_paths.py); same results up to float rounding
+    channels_last: bool = True  # NHWC layout: oneDNN convolutions 1.2-1.6x faster on CPU (benchmarks/profile_hot_paths.py); same results up to float rounding, which depends more on the thread count than NCHW's
     progress: bool = True  # tqdm bar with the loss during fit
 
     def __post_init__(self):

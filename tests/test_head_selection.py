@@ -81,3 +81,13 @@ def test_head_selection_config_errors():
         MultiTaskDetector(**TINY, head_selection="best")
     with pytest.raises(ValueError, match="not both"):
         MultiTaskDetector(**TINY, score_heads=("rotation",), head_selection="diagnostic")
+
+
+def test_ray_training_refuses_diagnostic_selection_before_starting(tiny_data, tmp_path):
+    pytest.importorskip("ray")
+    from mtssad.distributed import train_detector_ddp
+
+    with pytest.raises(ValueError, match="needs held-out normal images"):  # raised before any Ray call
+        train_detector_ddp(tiny_data["train"], {**TINY, "head_selection": "diagnostic"},
+                           storage_path=str(tmp_path), name="never-started")
+    assert not (tmp_path / "never-started").exists()

@@ -74,7 +74,14 @@ def test_one_worker_reproduces_local_fit_and_two_workers_track_it(ray_local, tin
     the loss falls ~80x in 4 epochs, so only the first epoch (mostly at the shared init) is compared (10%),
     and both curves must end below 5% of their first epoch."""
     cfg = {**TINY_RAY, "epochs": 4}
-    local = MultiTaskDetector(**cfg).fit(tiny_data["train"])
+    # A worker of 1 CPU runs 1 torch thread (Ray sets OMP_NUM_THREADS); the local reference must too:
+    # oneDNN's NHWC (channels_last) kernels round differently with 2 threads, and 4 epochs amplify it to ~10%.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = MultiTaskDetector(**cfg).fit(tiny_data["train"])
+    finally:
+        torch.set_num_threads(threads)
     curves = {}
     for nw in (1, 2):
         det = train_detector_ddp(tiny_data["train"], DetectorConfig(**cfg), num_workers=nw,

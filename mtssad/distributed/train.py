@@ -272,6 +272,7 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
         X_val = check_images(X_val, expected_shape=tuple(X.shape[1:]), name="X_val")
         y_val = check_labels(y_val, len(X_val), name="y_val")
         val = ray.put((X_val.numpy(), y_val))
+    det._check_selection_data(y_val)  # head_selection="diagnostic" without held-out normals: fail before training
     shape = tuple(X.shape[1:])
 
     probe = _as_detector(det)
