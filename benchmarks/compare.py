@@ -90,7 +90,7 @@ def compare(committed: Path, rerun: Path, tolerance: float) -> tuple[list[str], 
             lines.append(f"| {name} | (committed and rerun differ in --quick: not comparable) | | | | no | |")
             ok = False
             continue
-        for fig in a.keys() | b.keys():
+        for fig in sorted(a.keys() | b.keys()):
             va, vb = a.get(fig), b.get(fig)
             if va is None or vb is None:
                 lines.append(f"| {name} | {fig} | {va} | {vb} | | no | |")

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from .config import HEAD_SELECTIONS, SCORE_NORMS
+
 DEFAULTS = dict(backbone="wrn-10-1", epochs=10, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
 
 
@@ -47,9 +49,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
     g.add_argument("--k", type=int, default=3, help="jigsaw permutations incl. identity (default: %(default)s)")
     g.add_argument("--margin", type=int, default=2, help="jigsaw margin in pixels (default: %(default)s)")
-    g.add_argument("--score-norm", choices=("none", "mean", "standardize"), default="none", help="per-head score normalization (default: %(default)s, the paper's)")
+    g.add_argument("--score-norm", choices=SCORE_NORMS, default="none", help="per-head score normalization (default: %(default)s, the paper's)")
     g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
-    g.add_argument("--head-selection", choices=("all", "diagnostic"), default="all",
+    g.add_argument("--head-selection", choices=HEAD_SELECTIONS, default="all",
                    help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited (default: %(default)s)")
     g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed for data subsets, splits, init, permutations (default: %(default)s)")
@@ -101,7 +103,7 @@ def _check_methods_params(args, params) -> None:
     """Fail before any training on a bad config (e.g. k too large for the grid)."""
     from .methods import METHODS, make_method
 
-    if params.get("head_selection") == "diagnostic" and getattr(args, "val_fraction", 0.2) <= 0:
+    if params.get("head_selection") == "diagnostic" and args.val_fraction <= 0:
         raise ValueError("--head-selection diagnostic needs a validation split: use --val-fraction > 0")
     for m in args.methods:
         if METHODS[m].neural:
