@@ -90,11 +90,10 @@ def main() -> None:
         x_train = images[:train_n]
         before, after = build(bb, False), build(bb, True)
         after.model_.load_state_dict(before.model_.state_dict())  # same weights: only the layout differs
-        for path, make, n in (("score", score_fn, score_n), ("train step", train_fn, train_n)):
-            ops = top_ops(make(before, x_score if path == "score" else x_train))
+        for path, make, x, n in (("score", score_fn, x_score, score_n), ("train step", train_fn, x_train, train_n)):
+            ops = top_ops(make(before, x))
             notes.append(f"{bb} {path} (NCHW) top self-CPU operators: "
                          + ", ".join(f"{name} {100 * share:.0f}%" for name, share in ops))
-            x = x_score if path == "score" else x_train
             t_before, t_after = alternate(make(before, x), make(after, x), repeat)
             rows.append({"backbone": bb, "path": path, "images": n, "variants": before.plan_.num_variants,
                          "nchw_ms": 1e3 * t_before, "channels_last_ms": 1e3 * t_after,
