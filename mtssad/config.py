@@ -64,7 +64,8 @@ class DetectorConfig:
     shift: float = 0.25  # translation t as a fraction of the image side (8 px at 32 px, as MHRot)
     backbone: str = "wrn-16-4"  # Wide-ResNet depth-width; wrn-10-1 for CPUs, wrn-16-8 is the paper's "~10M"
     dropout: float = 0.3  # dropout before each dense head, as in the paper
-    epochs: int = 15  # passes over the normal training images
+    epochs: int = 15  # passes over the normal training images (at least; see min_steps)
+    min_steps: int = 300  # optimizer steps a fit never goes below: a ~100-image class gets 4 steps an epoch, so whole epochs are added until this many steps
     batch_size: int = 32  # original images per step (each expanded to all its variants)
     lr: float = 0.1  # initial SGD learning rate, cosine-annealed to 0
     momentum: float = 0.9  # Nesterov momentum
@@ -105,7 +106,7 @@ class DetectorConfig:
         if not (0 < self.shift < 0.5):
             raise ValueError(f"shift must be a fraction of the side in (0, 0.5); got {self.shift}")
         parse_backbone(self.backbone)
-        for name, lo in (("epochs", 0), ("batch_size", 1), ("score_batch_size", 1)):
+        for name, lo in (("epochs", 1), ("min_steps", 0), ("batch_size", 1), ("score_batch_size", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
