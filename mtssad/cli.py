@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import HEAD_SELECTIONS, SCORE_NORMS
 
-DEFAULTS = dict(backbone="wrn-10-1", epochs=10, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
+DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=300, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
 
 
 def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits") -> None:
@@ -43,7 +43,10 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(), help="methods to compare (default: ours)")
     g.add_argument("--tasks", nargs="+", default=None, help="heads for 'ours' (e.g. geometric, jigsaw, rotation; default: geometric jigsaw)")
     g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, at least (default: %(default)s)")
+    g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
+                   help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
+                        "~100-image class gets 4 steps an epoch (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
     g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
@@ -68,7 +71,7 @@ def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def method_params(args) -> dict:
     """DetectorConfig fields from the flags (non-neural methods ignore them)."""
-    params = dict(backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr,
                   grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
                   head_selection=args.head_selection,
                   device=args.device, amp=args.amp, progress=not args.quiet)
