@@ -195,19 +195,43 @@ class Plan:
         return v.flatten(0, 1)  # (V*N, C, H, W)
 
 
-def multitask_plan(tasks: list[Task]) -> Plan:
-    """The paper's plan: each transform alone, the shared identity computed once."""
+class MultitaskMaker:
+    """The paper's variants: the identity once, then each task's non-identity transforms alone.
 
-    def maker(x, *, train, generator):
-        parts = [x.unsqueeze(0)] + [t.variants(x, train=train, generator=generator) for t in tasks]
+    A class, not a closure, so that a Plan (and a fitted detector holding one) pickles.
+    """
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+
+    def __call__(self, x, *, train, generator):
+        parts = [x.unsqueeze(0)] + [t.variants(x, train=train, generator=generator) for t in self.tasks]
         return torch.cat(parts, dim=0)  # (1 + sum(m_i - 1), N, C, H, W)
 
+
+def multitask_plan(tasks: list[Task]) -> Plan:
+    """The paper's plan: each transform alone, the shared identity computed once."""
     rows = [[0] * len(tasks)]
     for i, task in enumerate(tasks):
         for j in range(1, task.num_classes):
             rows.append([j if h == i else -1 for h in range(len(tasks))])
     heads = [Head(t.name, t.num_classes) for t in tasks]
-    return Plan(tasks, heads, torch.tensor(rows, dtype=torch.long), maker)
+    return Plan(tasks, heads, torch.tensor(rows, dtype=torch.long), MultitaskMaker(tasks))
+
+
+class ComposedMaker:
+    """Every composition of the tasks' transforms, first task applied first (a picklable class, not a closure)."""
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+
+    def __call__(self, x, *, train, generator):
+        v = x.unsqueeze(0)  # (1, N, C, H, W)
+        for t in self.tasks:
+            n_prev = v.shape[0]
+            v = t.all_variants(v.flatten(0, 1), train=train, generator=generator)  # (m, n_prev*N, C, H, W)
+            v = v.view(t.num_classes, n_prev, *x.shape).transpose(0, 1).flatten(0, 1)  # (n_prev*m, N, C, H, W)
+        return v
 
 
 def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
@@ -216,15 +240,6 @@ def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
     One head per task (MHRot), or, with `joint_head`, a single head whose class is the
     composition's index (GeoTrans).
     """
-
-    def maker(x, *, train, generator):
-        v = x.unsqueeze(0)  # (1, N, C, H, W)
-        for t in tasks:
-            n_prev = v.shape[0]
-            v = t.all_variants(v.flatten(0, 1), train=train, generator=generator)  # (m, n_prev*N, C, H, W)
-            v = v.view(t.num_classes, n_prev, *x.shape).transpose(0, 1).flatten(0, 1)  # (n_prev*m, N, C, H, W)
-        return v
-
     combos = list(itertools.product(*[range(t.num_classes) for t in tasks]))
     if joint_head:
         heads = [Head(joint_head, len(combos))]
@@ -232,7 +247,7 @@ def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
     else:
         heads = [Head(t.name, t.num_classes) for t in tasks]
         labels = torch.tensor(combos, dtype=torch.long)
-    return Plan(tasks, heads, labels, maker, loss_weight=1.0 / len(combos))
+    return Plan(tasks, heads, labels, ComposedMaker(tasks), loss_weight=1.0 / len(combos))
 
 
 def check_image_fits(side: tuple[int, int], grid: tuple[int, int], margin: int) -> None:
