@@ -15,11 +15,18 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
     `expected_shape` = (C, H, W) the detector was fitted on.
     """
     if isinstance(X, torch.Tensor):
+        if X.layout != torch.strided:
+            raise TypeError(f"{name} is a sparse tensor; sparse input is not supported: expected dense images (N, C, H, W)")
         t = X.detach()
     else:
+        if hasattr(X, "toarray") or hasattr(X, "todense"):  # scipy.sparse, without importing scipy here
+            raise TypeError(f"{name} is a sparse {type(X).__name__}; sparse input is not supported: "
+                            "expected dense images (N, C, H, W)")
         arr = np.asarray(X)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array of images; got an object array")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"Complex data not supported: {name} must hold uint8 or float pixels; got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:  # read-only views (Ray object store, Ray Data): never written, only read
             with warnings.catch_warnings():
