@@ -339,18 +339,22 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """score_samples - offset_: negative = anomaly at the fitted threshold. Warns when threshold_ is untrustworthy."""
+        return self._decision(X)
+
+    def predict(self, X) -> np.ndarray:
+        """+1 normal, -1 anomaly (decision_function >= 0 is normal)."""
+        return np.where(self._decision(X) >= 0, 1, -1)
+
+    def _decision(self, X) -> np.ndarray:
         if not hasattr(self, "offset_"):
-            raise NotFittedError(f"this {type(self).__name__} has no threshold yet; call fit(X) or load(path) first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet (no threshold_: init_model builds "
+                                 "the network only); call fit(X) or load(path) first")
         scores = self.score_samples(X)
         why = threshold_warning(getattr(self, "threshold_source_", None), getattr(self, "n_threshold_images_", None),
                                 self.config_.contamination)
         if why:
-            warnings.warn(why, UserWarning, stacklevel=3)
+            warnings.warn(why, UserWarning, stacklevel=3)  # points at the caller of predict / decision_function
         return scores - self.offset_
-
-    def predict(self, X) -> np.ndarray:
-        """+1 normal, -1 anomaly (decision_function >= 0 is normal)."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
 
     def variant_probabilities(self, X) -> dict[str, np.ndarray]:
         """head -> (V, N, m) softmax outputs for every variant (diagnostics and custom scores)."""
@@ -422,6 +426,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
             config = DetectorConfig.from_json(payload["config"])
             fitted = json.loads(payload["fitted"])
             extra = json.loads(payload.get("params") or "{}")  # absent in files written before the estimator parameters: defaults
+            extra = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()}  # JSON lists back to tuples
         except (ValueError, TypeError) as e:
             raise DetectorFileError(f"{path}: its config cannot be read by this mtssad ({e})") from None
         params = {**asdict(config), **extra}

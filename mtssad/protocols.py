@@ -43,7 +43,7 @@ PROTOCOL_PARAMS = {"calibration_fraction": 0.0}
 def method_config(method: str, det) -> dict:
     """The full configuration of a fitted method, as stored in the results' `config` column."""
     params = det.get_params() if hasattr(det, "get_params") else {}
-    params = {k: v for k, v in params.items()
+    params = {k: PROTOCOL_PARAMS.get(k, v) for k, v in params.items()  # what evaluate_method fits with
               if k not in ("progress", "device", "score_batch_size", "channels_last", "image_shape")}
     return {"method": method, **params}
 

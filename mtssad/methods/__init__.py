@@ -41,7 +41,11 @@ def method_names() -> list[str]:
 
 
 def make_method(name: str, **params):
-    """Build method `name` from the params it knows: DetectorConfig fields (neural) and its own keyword arguments."""
+    """Build method `name` from the params it knows: DetectorConfig fields (neural) and its own keyword arguments.
+
+    Unlike the estimators' constructors (scikit-learn: validation at fit), this validates a
+    neural method's parameters at once: ValueError naming the bad one.
+    """
     _load_builtin()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {list(METHODS)}")
@@ -53,7 +57,10 @@ def make_method(name: str, **params):
         known = (known or set()) | {f.name for f in fields(DetectorConfig)} | set(MultiTaskDetector._get_param_names())
     if known is not None:
         params = {k: v for k, v in params.items() if k in known}
-    return spec.factory(**params)
+    det = spec.factory(**params)
+    if spec.neural:
+        det.config  # noqa: B018: validates now, so the CLI and sweeps fail before loading data (the estimator itself validates at fit)
+    return det
 
 
 def _keyword_params(factory) -> set[str] | None:

@@ -103,8 +103,9 @@ class PixelDetector(OutlierMixin, BaseEstimator):
         if self.pca_components is not None:
             limit = min(f.shape)
             if not isinstance(self.pca_components, int) or not 1 <= self.pca_components <= limit:
-                raise ValueError(f"pca_components must be an integer in [1, {limit}] (min of images, pixels) "
-                                 f"or None; got {self.pca_components!r}")
+                held = f", {len(X_cal)} held out for calibration" if X_cal is not None else ""
+                raise ValueError(f"pca_components must be an integer in [1, {limit}] (min of the {f.shape[0]} images "
+                                 f"it is fitted on{held}, and {f.shape[1]} pixels) or None; got {self.pca_components!r}")
             self.pca_ = PCA(n_components=self.pca_components, random_state=self.seed).fit(f)
             f = self.pca_.transform(f)
         self.estimator_ = self._estimator().fit(f)
@@ -128,15 +129,18 @@ class PixelDetector(OutlierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """score_samples - offset_: negative = anomaly. Warns when threshold_ is untrustworthy."""
-        scores = self.score_samples(X)
-        why = threshold_warning(self.threshold_source_, self.n_threshold_images_, self.contamination)
-        if why:
-            warnings.warn(why, UserWarning, stacklevel=3)
-        return scores - self.offset_
+        return self._decision(X)
 
     def predict(self, X) -> np.ndarray:
         """+1 normal, -1 anomaly."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
+        return np.where(self._decision(X) >= 0, 1, -1)
+
+    def _decision(self, X) -> np.ndarray:
+        scores = self.score_samples(X)
+        why = threshold_warning(self.threshold_source_, self.n_threshold_images_, self.contamination)
+        if why:
+            warnings.warn(why, UserWarning, stacklevel=3)  # points at the caller of predict / decision_function
+        return scores - self.offset_
 
 
 @register_method("ocsvm", neural=False, description="One-Class SVM (RBF, nu=0.1, gamma='scale') on raw pixels")
