@@ -44,15 +44,16 @@ _COARSE_OF = {f: c for c, (_, fines) in enumerate(CIFAR100_SUPERCLASSES) for f i
 CIFAR100_FINE_TO_COARSE = np.array([_COARSE_OF[f] for f in CIFAR100_FINE_CLASSES], dtype=np.int64)  # (100,)
 
 
-# The only globals a CIFAR batch pickle needs: numpy's array (and scalar) reconstruction, and
-# _codecs.encode, which protocol-2 pickles written by Python 3 use to rebuild bytes. Lists,
-# dicts, ints, bytes and str need no global at all. Anything else (os.system, builtins.eval,
-# subprocess.Popen ...) would be code a crafted file runs while loading: refused.
+# The only globals a CIFAR batch pickle needs: numpy's array (and scalar) reconstruction
+# (_reconstruct up to protocol 4, _frombuffer from protocol 5), and _codecs.encode, which
+# protocol-2 pickles written by Python 3 use to rebuild bytes. Lists, dicts, ints, bytes and
+# str need no global at all. Anything else (os.system, builtins.eval, subprocess.Popen ...)
+# would be code a crafted file runs while loading: refused.
 _ALLOWED_GLOBALS = frozenset(
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")]
+    + [(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+)
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
