@@ -95,12 +95,12 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     (`mtssad.calibration`); with calibration_fraction=0 and no X_val it falls back to the
     optimistic training scores, and predict() warns.
 
-    sklearn.utils.estimator_checks.check_estimator: every API check passes (clone,
-    get_params/set_params, repr, unfitted errors, no validation in __init__, pickling,
-    ...). The checks that fit on tabular data cannot apply: they feed (n, 2)-(n, 10)
-    arrays of arbitrary real values, not images (a network needs H, W >= 4 and pixels in
-    [0, 1] or 0-255); `SKLEARN_CHECKS_NOT_APPLICABLE` in tests/test_sklearn_api.py names each
-    with its reason, and the test asserts that exactly those fail.
+    sklearn.utils.estimator_checks.check_estimator passes every check that does not fit on
+    tabular data (clone, get_params/set_params, repr, no validation in __init__, unfitted
+    errors, sparse/complex/1-D input refused ...). The checks that fit on (n, 1-10) tables of
+    arbitrary reals cannot apply to images (pixels in [0, 1] or 0-255, H, W >= 4):
+    docs/sklearn.md lists each with its reason; tests/test_sklearn_api.py asserts that
+    exactly those fail and tests what they check on images instead.
     """
 
     def __init__(self, *, tasks=ALL_TASKS, grid=(3, 3), k=3, margin=2, shift=0.25, backbone="wrn-16-4",
