@@ -9,8 +9,11 @@ Per digits class, the README's path: `MultiTaskDetector(...).fit(normal_train)`,
 - after: the default calibration_fraction=0.2, a seeded fifth of the training normals
   held out of training, threshold_ from their scores (mtssad.calibration).
 
-    python benchmarks/calibration.py            # digits, 10 classes (~10 min on 2 idle CPUs)
+    python benchmarks/calibration.py            # digits at 16 px, 10 classes
     python benchmarks/calibration.py --quick    # classes 0-2
+
+Results are rewritten after every class, so an interrupted run keeps the classes it finished
+(`settings.classes_done`).
 """
 
 from __future__ import annotations
@@ -60,13 +63,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="digits classes 0-2 only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--side", type=int, default=16, help="image side (digits are 8x8 upscaled; default %(default)s)")
     args = p.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     from mtssad.data import load_dataset
 
-    ds = load_dataset("digits", seed=args.seed)
+    ds = load_dataset("digits", seed=args.seed, side=args.side)
     classes = range(3) if args.quick else range(len(ds.class_names))
     rows = []
     for c in classes:
@@ -75,6 +79,11 @@ def main() -> None:
         print(f"digit {r['class']}: flagged old {r['flagged_old_%']:.1f}%  training {r['flagged_training_%']:.1f}%  "
               f"calibrated {r['flagged_calibrated_%']:.1f}%  AUROC {r['auroc_before']:.1f} -> {r['auroc_after']:.1f}",
               file=sys.stderr, flush=True)
+        write(rows, args)
+
+
+def write(class_rows: list[dict], args) -> None:
+    rows = list(class_rows)
     n = sum(r["n_test_normal"] for r in rows)
     pooled = {"class": "**pooled**", "n_train": sum(r["n_train"] for r in rows),
               "n_calibration": sum(r["n_calibration"] for r in rows), "n_test_normal": n,
@@ -100,7 +109,8 @@ def main() -> None:
     write_results("calibration" + ("_quick" if args.quick else ""), rows, cols,
                   title="predict() without held-out data: test normals flagged at contamination 0.05 (digits)",
                   settings={"quick": args.quick, "seed": args.seed, "threads": args.threads, **CPU,
-                            "contamination": CONTAMINATION, "dataset": "digits", "side": 32},
+                            "contamination": CONTAMINATION, "dataset": "digits", "side": args.side,
+                            "classes_done": [r["class"] for r in class_rows]},
                   notes=notes)
 
 
