@@ -75,6 +75,7 @@ class DetectorConfig:
     score_heads: tuple[str, ...] | None = None  # heads averaged in the score (None = all trained heads); manual head selection
     head_selection: str = "all"  # "diagnostic" drops heads the task-suitability diagnostic on the held-out data finds unsuited
     contamination: float = 0.05  # assumed anomaly fraction that sets threshold_ for predict()
+    calibration_fraction: float = 0.2  # training normals held out (seeded) to set threshold_ when fit gets no held-out normals: scores of training images are optimistic (a threshold on them flagged 12.7% of new normals at contamination 0.05); 0 = train on all, threshold on training scores (predict warns)
     score_batch_size: int = 256  # original images per scoring batch; bounds memory, not results
     seed: int = 0  # seeds torch, numpy, permutations, jigsaw offsets and shuffling
     device: str = "auto"  # "auto" = cuda if available else cpu
@@ -126,6 +127,8 @@ class DetectorConfig:
                              f"or head_selection={self.head_selection!r}, not both")
         if not (0 < self.contamination < 0.5):
             raise ValueError(f"contamination must be in (0, 0.5); got {self.contamination}")
+        if not (0 <= self.calibration_fraction < 1):
+            raise ValueError(f"calibration_fraction must be in [0, 1); got {self.calibration_fraction!r}")
         if self.device != "auto" and not re.match(r"^(cpu|cuda(:\d+)?|mps)$", self.device):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {self.device!r}")
 

@@ -1,4 +1,4 @@
-"""`MultiTaskDetector`: the paper's method behind a scikit-learn / PyOD style API.
+"""`MultiTaskDetector`: the paper's method as a scikit-learn estimator (BaseEstimator + OutlierMixin).
 
     det = MultiTaskDetector(backbone="wrn-10-1", epochs=5).fit(X_normal)
     s = det.score_samples(X_test)        # higher = more normal
@@ -11,26 +11,34 @@ the score, not the machinery.
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import re
 import time
+import warnings
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import NotFittedError
 
 from . import __version__
-from .config import DetectorConfig
+from .calibration import calibration_split, threshold_at, threshold_warning
+from .config import ALL_TASKS, DetectorConfig
 from .diagnostic import head_verdict, select_heads
 from .model import MultiHeadNet, count_parameters
 from .scoring import combine_heads, head_accuracy, head_scores, score_images, variant_probs
 from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
 from .transforms import Jigsaw, Plan, build_tasks, multitask_plan
-from .validation import check_images, check_labels, resolve_device
+from .validation import check_image_shape, check_images, check_labels, resolve_device, unflatten_images
 
 FILE_FORMAT = "mtssad-detector"
-FILE_VERSION = 1
+FILE_VERSION = 1  # unchanged by the estimator parameters: "config" is still DetectorConfig JSON; "params" is optional
 DETECTOR_CLASSES: dict[str, type] = {}
+CONFIG_FIELDS = tuple(f.name for f in fields(DetectorConfig))
 
 
 class DetectorFileError(ValueError):
@@ -42,42 +50,140 @@ def register_detector(cls):
     return cls
 
 
+def init_signature(base: type, **changes) -> inspect.Signature:
+    """`base.__init__`'s signature with some defaults changed or keyword-only parameters added.
+
+    scikit-learn reads an estimator's parameters from its __init__ signature. A subclass
+    whose __init__ forwards **params to its base sets this as `__init__.__signature__`
+    instead of repeating two dozen keywords; get_params, clone and help() then see them all.
+    """
+    sig = inspect.signature(base.__init__)
+    params = [p.replace(default=changes.pop(p.name)) if p.name in changes else p for p in sig.parameters.values()]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d) for name, d in changes.items()]
+    return sig.replace(parameters=params)
+
+
 @register_detector
-class MultiTaskDetector:
+class MultiTaskDetector(OutlierMixin, BaseEstimator):
     """Geometric (vertical, horizontal, rotation) + jigsaw heads on one Wide-ResNet (METHOD.md).
 
-    Keyword arguments are the fields of `mtssad.config.DetectorConfig`.
-    Fitted attributes: model_, plan_, image_shape_, history_, threshold_, offset_, head_stats_.
+    Parameters: keyword-only, one per field of `mtssad.config.DetectorConfig` (each field's
+    comment says why it exists), stored unchanged and validated at `fit` (scikit-learn's
+    convention; `det.config` validates on demand), plus
+
+    image_shape : (C, H, W) or None
+        Accept X as rows of C*H*W pixels, (N, C*H*W), for scikit-learn tools that pass 2-D
+        arrays (Pipeline steps, GridSearchCV); images (N, C, H, W) are accepted as well.
+        None: X must be images, (N, C, H, W) or (N, H, W).
+
+    X: uint8 pixels 0-255 or floats in [0, 1]. `y` is ignored everywhere (one-class: fit on
+    normal images only; scikit-learn's OneClassSVM does the same).
+
+    Fitted attributes: model_, plan_, config_ (the DetectorConfig fitted with), image_shape_,
+    n_features_in_ (= C*H*W), history_, threshold_ = offset_, threshold_source_
+    ("X_val", "calibration" or "training"), n_threshold_images_, head_stats_, selected_heads_.
+
+    Sign conventions (scikit-learn's, as OneClassSVM and IsolationForest):
+    score_samples(X) higher = more normal; decision_function(X) = score_samples(X) - offset_,
+    negative = anomaly; predict(X) +1 normal / -1 anomaly; fit_predict(X) = fit(X).predict(X).
+    PyOD's names map as: PyOD decision_function(X) (higher = more anomalous) = -score_samples(X);
+    PyOD decision_scores_ = -score_samples(X_train); PyOD threshold_ = -threshold_ here;
+    PyOD labels (1 = outlier, 0 = inlier) = (predict(X) == -1).astype(int).
+
+    threshold_ is the `contamination` quantile of held-out normal scores: X_val's normals when
+    fit gets them, else a seeded `calibration_fraction` of X held out of training
+    (`mtssad.calibration`); with calibration_fraction=0 and no X_val it falls back to the
+    optimistic training scores, and predict() warns.
+
+    sklearn.utils.estimator_checks.check_estimator passes every check that does not fit on
+    tabular data (clone, get_params/set_params, repr, no validation in __init__, unfitted
+    errors, sparse/complex/1-D input refused ...). The checks that fit on (n, 1-10) tables of
+    arbitrary reals cannot apply to images (pixels in [0, 1] or 0-255, H, W >= 4):
+    docs/sklearn.md lists each with its reason; tests/test_sklearn_api.py asserts that
+    exactly those fail and tests what they check on images instead.
     """
 
-    def __init__(self, **params):
-        self.config = DetectorConfig(**params)
+    def __init__(self, *, tasks=ALL_TASKS, grid=(3, 3), k=3, margin=2, shift=0.25, backbone="wrn-16-4",
+                 dropout=0.3, epochs=15, min_steps=300, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                 bn_recalibration=True, score_norm="none", score_heads=None, head_selection="all",
+                 contamination=0.05, calibration_fraction=0.2, score_batch_size=256, seed=0, device="auto",
+                 amp=False, channels_last=True, progress=True, image_shape=None):
+        self.tasks = tasks
+        self.grid = grid
+        self.k = k
+        self.margin = margin
+        self.shift = shift
+        self.backbone = backbone
+        self.dropout = dropout
+        self.epochs = epochs
+        self.min_steps = min_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.bn_recalibration = bn_recalibration
+        self.score_norm = score_norm
+        self.score_heads = score_heads
+        self.head_selection = head_selection
+        self.contamination = contamination
+        self.calibration_fraction = calibration_fraction
+        self.score_batch_size = score_batch_size
+        self.seed = seed
+        self.device = device
+        self.amp = amp
+        self.channels_last = channels_last
+        self.progress = progress
+        self.image_shape = image_shape
 
-    def get_params(self, deep: bool = True) -> dict:
-        from dataclasses import asdict
+    # ---- parameters ---------------------------------------------------------------------------
+    def _config_params(self) -> dict:
+        """The DetectorConfig fields among the parameters; subclasses pin or check theirs here."""
+        params = self.get_params(deep=False)
+        return {k: params[k] for k in CONFIG_FIELDS}
 
-        return asdict(self.config)
+    @property
+    def config(self) -> DetectorConfig:
+        """The parameters as the typed, validated DetectorConfig (ValueError naming a bad one).
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.config.to_json()})"
+        Built from get_params() on each access: change parameters with set_params, not by
+        assigning to this object. After fit, `config_` is the config the model was fitted with.
+        """
+        check_image_shape(self.image_shape)
+        return DetectorConfig(**self._config_params())
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "offset_")
 
     # ---- plan and network -------------------------------------------------------------------
     def _make_plan(self, side: tuple[int, int], permutations: torch.Tensor | None = None) -> Plan:
-        c = self.config
+        c = self.config_
         tasks = build_tasks(c.tasks, side, grid=c.grid, k=c.k, margin=c.margin, shift=c.shift, seed=c.seed,
                             permutations=permutations)
         return multitask_plan(tasks)
 
     def init_model(self, image_shape: tuple[int, int, int], permutations: torch.Tensor | None = None):
-        """Build plan_ and an untrained model_ for images of (C, H, W); used by fit and by Ray workers."""
-        c = self.config
+        """Build config_, plan_ and an untrained model_ for images of (C, H, W); used by fit and by Ray workers."""
+        c = self.config_ = self.config
         self.device_ = resolve_device(c.device)
         self.image_shape_ = tuple(int(v) for v in image_shape)
+        self.n_features_in_ = int(np.prod(self.image_shape_))
         self.plan_ = self._make_plan(self.image_shape_[1:], permutations)
         heads = {h.name: h.num_classes for h in self.plan_.heads}
         self.model_ = MultiHeadNet(c.backbone, self.image_shape_[0], heads, c.dropout, c.channels_last).to(self.device_)
         self.n_parameters_ = count_parameters(self.model_)
         return self
+
+    def _check_X(self, X, name: str = "X", *, fitting: bool = False) -> torch.Tensor:
+        """X as (N, C, H, W) images: given as images, or as rows of C*H*W pixels with image_shape set.
+
+        fitting=False: checked against the fitted image_shape_ (NotFittedError before fit).
+        """
+        shape = check_image_shape(self.image_shape)
+        X = unflatten_images(X, shape, name)
+        if fitting:
+            return check_images(X, expected_shape=shape, name=name)
+        self._check_fitted()
+        return check_images(X, expected_shape=self.image_shape_, name=name)
 
     @property
     def permutations_(self) -> torch.Tensor | None:
@@ -87,23 +193,45 @@ class MultiTaskDetector:
 
     # ---- fitting ------------------------------------------------------------------------------
     def fit(self, X, y=None, *, X_val=None, y_val=None):
-        """Train on normal images X; X_val/y_val (1 = normal) give the per-epoch head diagnostic and calibration."""
-        X = check_images(X)
+        """Train on normal images X (y: ignored); return self.
+
+        X_val/y_val (1 = normal, 0 = anomaly): held-out images for the per-epoch head
+        diagnostic; their normals set threshold_. Without held-out normals a seeded
+        `calibration_fraction` of X is held out of training to set threshold_.
+        """
+        config = self.config  # validates the parameters (scikit-learn: at fit, not in __init__)
+        X = self._check_X(X, fitting=True)
         self._check_fits_min_size(X)
         if X_val is not None:
-            X_val = check_images(X_val, expected_shape=tuple(X.shape[1:]), name="X_val")
+            X_val = check_images(unflatten_images(X_val, check_image_shape(self.image_shape), "X_val"),
+                                 expected_shape=tuple(X.shape[1:]), name="X_val")
             y_val = check_labels(y_val, len(X_val), name="y_val")
         self._check_selection_data(y_val)
-        generator = seed_everything(self.config.seed)
+        X, X_cal = self.hold_out_calibration(X, y_val)
+        generator = seed_everything(config.seed)
         self.init_model(tuple(X.shape[1:]))
         t0 = time.perf_counter()
         on_epoch = None
         if X_val is not None:
             on_epoch = lambda epoch, stats: stats.update(self._validation_accuracy(X_val, y_val))  # noqa: E731
-        self.history_ = fit_epochs(self.model_, self.plan_, X, self.config, device=self.device_,
+        self.history_ = fit_epochs(self.model_, self.plan_, X, self.config_, device=self.device_,
                                    generator=generator, on_epoch=on_epoch)
         self.train_seconds_ = time.perf_counter() - t0
-        return self.calibrate(X, X_val=X_val, y_val=y_val)
+        return self.calibrate(X, X_val=X_val, y_val=y_val, X_calibration=X_cal)
+
+    def hold_out_calibration(self, X: torch.Tensor, y_val=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(images to train on, held-out calibration normals or None) per `calibration_fraction`.
+
+        Nothing is held out when y_val flags held-out normals (they set threshold_) or when
+        calibration_fraction is 0. The split is seeded by `seed`; the Ray path uses it too.
+        """
+        c = self.config
+        if c.calibration_fraction == 0 or (y_val is not None and np.asarray(y_val).astype(bool).any()):
+            return X, None
+        fit_idx, cal_idx = calibration_split(len(X), c.calibration_fraction, c.seed)
+        if len(cal_idx) == 0:
+            return X, None
+        return X[torch.from_numpy(fit_idx)], X[torch.from_numpy(cal_idx)]
 
     def _check_selection_data(self, y_val) -> None:
         """head_selection="diagnostic" needs held-out normal images; fail before any training without them."""
@@ -118,7 +246,7 @@ class MultiTaskDetector:
     def _validation_accuracy(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
         """Per-head accuracy on held-out normal and anomalous images (the task-suitability diagnostic)."""
         acc = score_images(self.model_, self.plan_, X_val, device=self.device_,
-                           batch_size=self.config.score_batch_size, amp=self.config.amp, reduce=head_accuracy)
+                           batch_size=self.config_.score_batch_size, amp=self.config_.amp, reduce=head_accuracy)
         out = {}
         for head in self.plan_.heads:
             out[f"num_classes/{head.name}"] = head.num_classes
@@ -128,39 +256,46 @@ class MultiTaskDetector:
                 out[f"acc_val_anomaly/{head.name}"] = float(acc[head.name][~y_val].mean())
         return out
 
-    def calibrate(self, X, *, X_val=None, y_val=None):
+    def calibrate(self, X, *, X_val=None, y_val=None, X_calibration=None):
         """Finish a trained model on its normal training images X.
 
-        Recomputes BatchNorm statistics on X (config.bn_recalibration), chooses the scored heads
-        (config.head_selection, from the diagnostic on X_val/y_val), then sets head_stats_ and
-        threshold_/offset_ from reference normal data (held-out normals if given, else X).
+        Recomputes BatchNorm statistics on X (bn_recalibration), chooses the scored heads
+        (head_selection, from the diagnostic on X_val/y_val), then sets head_stats_ and
+        threshold_/offset_ from reference normal images nobody trained on: X_calibration if
+        given, else X_val's normals, else (optimistic; predict warns) X itself.
         """
-        X = check_images(X, expected_shape=self.image_shape_)
+        X = self._check_X(X)
         if X_val is not None:
-            X_val = check_images(X_val, expected_shape=self.image_shape_, name="X_val")
+            X_val = self._check_X(X_val, name="X_val")
             y_val = check_labels(y_val, len(X_val), name="y_val")
+        if X_calibration is not None:
+            X_calibration = self._check_X(X_calibration, name="X_calibration")
         self._check_selection_data(y_val)
+        c = self.config_
         acc = None
-        if self.config.bn_recalibration:
-            recalibrate_batchnorm(self.model_, self.plan_, X, batch_size=self.config.score_batch_size, device=self.device_)
+        if c.bn_recalibration:
+            recalibrate_batchnorm(self.model_, self.plan_, X, batch_size=c.score_batch_size, device=self.device_)
             if X_val is not None:
                 acc = self._record_final_diagnostic(X_val, y_val)
         trained = [h.name for h in self.plan_.heads]
-        heads = [h for h in self.config.heads_for_score if h in trained] or trained  # GeoTrans: one joint head
+        heads = [h for h in c.heads_for_score if h in trained] or trained  # GeoTrans: one joint head
         self.head_verdicts_ = {}
-        if self.config.head_selection == "diagnostic":
+        if c.head_selection == "diagnostic":
             self.head_verdicts_ = self._head_verdicts(X_val, y_val, acc)
             heads = select_heads({h: self.head_verdicts_[h] for h in heads})
         self.selected_heads_ = tuple(heads)
-        ref = X
-        if X_val is not None and y_val.any():
-            ref = X_val[torch.from_numpy(y_val)]
+        ref, self.threshold_source_ = X, "training"
+        if X_calibration is not None:
+            ref, self.threshold_source_ = X_calibration, "calibration"
+        elif X_val is not None and y_val.any():
+            ref, self.threshold_source_ = X_val[torch.from_numpy(y_val)], "X_val"
+        self.n_threshold_images_ = len(ref)
         self._fit_score_model(X)
         per_head = self.score_tasks(ref)
         self.head_counts_ = {h.name: int((self.plan_.labels[:, i] >= 0).sum()) for i, h in enumerate(self.plan_.heads)}
         self.head_stats_ = {h: (float(v.mean()), float(v.std()) or 1.0) for h, v in per_head.items()}
         scores = self._combine(per_head)
-        self.threshold_ = float(np.quantile(scores, self.config.contamination))
+        self.threshold_ = threshold_at(scores, c.contamination)
         self.offset_ = self.threshold_
         return self
 
@@ -196,26 +331,24 @@ class MultiTaskDetector:
     # ---- scoring ------------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "model_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet; call fit(X) or load(path) first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X) or load(path) first")
 
     def _head_scores(self, X: torch.Tensor) -> dict[str, np.ndarray]:
-        return score_images(self.model_, self.plan_, X, device=self.device_, batch_size=self.config.score_batch_size,
-                            amp=self.config.amp, reduce=head_scores)
+        return score_images(self.model_, self.plan_, X, device=self.device_, batch_size=self.config_.score_batch_size,
+                            amp=self.config_.amp, reduce=head_scores)
 
     def score_tasks(self, X) -> dict[str, np.ndarray]:
         """Per-head scores s_i (eq. 5): head name -> (N,) float array."""
-        self._check_fitted()
-        X = check_images(X, expected_shape=self.image_shape_)
-        return self._head_scores(X)
+        return self._head_scores(self._check_X(X))
 
     def _scored_heads(self, per_head: dict[str, np.ndarray]) -> list[str]:
         """The heads averaged in the score: selected at calibration (or configured), that `per_head` has."""
-        chosen = getattr(self, "selected_heads_", None) or self.config.heads_for_score
+        chosen = getattr(self, "selected_heads_", None) or self.config_.heads_for_score
         return [h for h in chosen if h in per_head] or list(per_head)
 
     def _combine(self, per_head: dict[str, np.ndarray]) -> np.ndarray:
         heads = self._scored_heads(per_head)
-        return combine_heads(per_head, heads, norm=self.config.score_norm,
+        return combine_heads(per_head, heads, norm=self.config_.score_norm,
                              counts=getattr(self, "head_counts_", None), stats=getattr(self, "head_stats_", None))
 
     def score_samples(self, X) -> np.ndarray:
@@ -228,19 +361,29 @@ class MultiTaskDetector:
         return self._combine(per_head), per_head
 
     def decision_function(self, X) -> np.ndarray:
-        """score_samples - offset_: negative = anomaly at the fitted threshold."""
-        return self.score_samples(X) - self.offset_
+        """score_samples - offset_: negative = anomaly at the fitted threshold. Warns when threshold_ is untrustworthy."""
+        return self._decision(X)
 
     def predict(self, X) -> np.ndarray:
-        """+1 normal, -1 anomaly."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
+        """+1 normal, -1 anomaly (decision_function >= 0 is normal)."""
+        return np.where(self._decision(X) >= 0, 1, -1)
+
+    def _decision(self, X) -> np.ndarray:
+        if not hasattr(self, "offset_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet (no threshold_: init_model builds "
+                                 "the network only); call fit(X) or load(path) first")
+        scores = self.score_samples(X)
+        why = threshold_warning(getattr(self, "threshold_source_", None), getattr(self, "n_threshold_images_", None),
+                                self.config_.contamination)
+        if why:
+            warnings.warn(why, UserWarning, stacklevel=3)  # points at the caller of predict / decision_function
+        return scores - self.offset_
 
     def variant_probabilities(self, X) -> dict[str, np.ndarray]:
         """head -> (V, N, m) softmax outputs for every variant (diagnostics and custom scores)."""
-        self._check_fitted()
-        X = check_images(X, expected_shape=self.image_shape_)
+        X = self._check_X(X)
         self.model_.eval()
-        probs = variant_probs(self.model_, self.plan_, to_model_input(X, self.device_), amp=self.config.amp)
+        probs = variant_probs(self.model_, self.plan_, to_model_input(X, self.device_), amp=self.config_.amp)
         return {h: p.cpu().numpy() for h, p in probs.items()}
 
     # ---- persistence --------------------------------------------------------------------------
@@ -253,9 +396,16 @@ class MultiTaskDetector:
             "head_counts": self.head_counts_,
             "head_verdicts": self.head_verdicts_,
             "selected_heads": list(self.selected_heads_),
+            "threshold_source": getattr(self, "threshold_source_", None),
+            "n_threshold_images": getattr(self, "n_threshold_images_", None),
             "history": getattr(self, "history_", []),
             "train_seconds": getattr(self, "train_seconds_", None),
         }
+
+    def _estimator_params(self) -> dict:
+        """Parameters beyond DetectorConfig's fields (image_shape, a baseline's own), as JSON-able values."""
+        params = self.get_params(deep=False)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k not in CONFIG_FIELDS}
 
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
         """Hook: tensors a subclass's score needs (saved beside the weights)."""
@@ -275,7 +425,8 @@ class MultiTaskDetector:
             "format_version": FILE_VERSION,
             "mtssad_version": __version__,
             "detector": type(self).__name__,
-            "config": self.config.to_json(),
+            "config": self.config_.to_json(),
+            "params": json.dumps(self._estimator_params()),
             "fitted": json.dumps(self._fitted_state()),
             "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
             "permutations": perms.clone() if perms is not None else torch.empty(0, dtype=torch.long),
@@ -297,17 +448,23 @@ class MultiTaskDetector:
         try:
             config = DetectorConfig.from_json(payload["config"])
             fitted = json.loads(payload["fitted"])
+            extra = json.loads(payload.get("params") or "{}")  # absent in files written before the estimator parameters: defaults
+            extra = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()}  # JSON lists back to tuples
         except (ValueError, TypeError) as e:
             raise DetectorFileError(f"{path}: its config cannot be read by this mtssad ({e})") from None
+        params = {**asdict(config), **extra}
         if device is not None:
-            config.device = device
-        det = kind.__new__(kind)
-        det.config = config
+            params["device"] = device
+        try:
+            det = kind(**params)
+            det.config  # noqa: B018 (validates)
+        except (ValueError, TypeError) as e:
+            raise DetectorFileError(f"{path}: its parameters cannot be used by this mtssad ({e})") from None
         perms = payload["permutations"] if payload["permutations"].numel() else None
         det.init_model(tuple(fitted["image_shape"]), permutations=perms)
         diff = _state_mismatch(det.model_.state_dict(), payload["state_dict"])
         if diff:  # e.g. weights saved for another grid, k or backbone than the config beside them
-            c = det.config
+            c = det.config_
             raise DetectorFileError(f"{path}: weights do not match its config (backbone {c.backbone}, grid "
                                     f"{c.grid[0]}x{c.grid[1]}, k {c.k}, tasks {','.join(c.tasks)}): {diff}")
         det.model_.load_state_dict(payload["state_dict"])
@@ -316,6 +473,8 @@ class MultiTaskDetector:
         det.head_counts_ = fitted["head_counts"]
         det.head_verdicts_ = fitted.get("head_verdicts", {})
         det.selected_heads_ = tuple(fitted.get("selected_heads") or config.heads_for_score)
+        det.threshold_source_ = fitted.get("threshold_source")  # None in older files: unknown, no warning
+        det.n_threshold_images_ = fitted.get("n_threshold_images")
         det.history_ = fitted.get("history", [])
         det.train_seconds_ = fitted.get("train_seconds")
         det._load_extra_tensors({k: v.to(det.device_) for k, v in payload["extra"].items()})
@@ -335,6 +494,20 @@ def _state_mismatch(expected: dict, found, limit: int = 3) -> str:
     return "; ".join(out[:limit]) + more
 
 
+# Sentences of torch.load's errors that advise loading with weights_only=False or allowlisting the
+# file's globals: either would run the code a crafted file carries, so they are never passed on.
+_UNSAFE_ADVICE = re.compile(r"weights_only|re-running|trust|safe_globals|two options|pytorch 2\.6|documentation|"
+                            r"recommended steps", re.IGNORECASE)
+
+
+def load_failure_reason(err: BaseException, limit: int = 200) -> str:
+    """torch.load's error in a few words, without its advice to retry unsafely."""
+    sentences = re.split(r"(?<=[.!?])\s+|\n+", str(err))
+    kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
+    text = " ".join(kept) or "refused by the safe loader"
+    return f"{type(err).__name__}: {text[:limit]}"
+
+
 def read_detector_file(path) -> dict:
     """torch.load(weights_only=True) with the format checked; every failure is a DetectorFileError naming the file."""
     path = Path(path)
@@ -343,7 +516,9 @@ def read_detector_file(path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, random bytes: all "not readable"
-        raise DetectorFileError(f"{path}: not a readable mtssad detector file ({type(e).__name__}: {str(e)[:200]})") from None
+        raise DetectorFileError(f"{path}: not a readable mtssad detector file ({load_failure_reason(e)}); "
+                                "nothing in it was executed: a detector file holds only the tensors and JSON "
+                                "that MultiTaskDetector.save writes") from None
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise DetectorFileError(f"{path}: not an mtssad detector file (no '{FILE_FORMAT}' marker)")
     if payload.get("format_version") != FILE_VERSION:

@@ -35,10 +35,16 @@ def score_with_heads(det, X) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return det.score_samples(X), {}
 
 
+# The protocols rank by AUROC and never use predict()'s threshold: fit on every training normal,
+# as the paper does, instead of holding some out to calibrate the threshold (mtssad.calibration).
+PROTOCOL_PARAMS = {"calibration_fraction": 0.0}
+
+
 def method_config(method: str, det) -> dict:
     """The full configuration of a fitted method, as stored in the results' `config` column."""
     params = det.get_params() if hasattr(det, "get_params") else {}
-    params = {k: v for k, v in params.items() if k not in ("progress", "device", "score_batch_size", "channels_last")}
+    params = {k: PROTOCOL_PARAMS.get(k, v) for k, v in params.items()  # what evaluate_method fits with
+              if k not in ("progress", "device", "score_batch_size", "channels_last", "image_shape")}
     return {"method": method, **params}
 
 
@@ -64,7 +70,7 @@ def score_fitted(det, X_test, is_normal_test, *, X_val=None, y_val=None, labels_
 def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test, X_val=None, y_val=None,
                     labels_test=None) -> tuple[dict, dict, object]:
     """Fit `method` on X_fit, score X_test (and X_val): metrics dict, per-image scores, fitted detector."""
-    det = make_method(method, **params)
+    det = make_method(method, **{**params, **PROTOCOL_PARAMS})
     t0 = time.perf_counter()
     det.fit(X_fit, X_val=X_val, y_val=y_val)
     train_s = time.perf_counter() - t0

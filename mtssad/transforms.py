@@ -215,27 +215,49 @@ class Plan:
         return v.flatten(0, 1)  # (V*N, C, H, W)
 
 
-def multitask_plan(tasks: list[Task]) -> Plan:
-    """The paper's plan: each transform alone; the raw image, identity of every raw-identity head, once.
+class MultitaskMaker:
+    """The paper's variants: [the raw image, once, if any task has a raw identity], then each
+    raw-identity task's m - 1 other transforms, then each other task's m (the jigsaw's k puzzles).
 
-    Variants: [raw image if any task has a raw identity] + each raw-identity task's m - 1
-    others + each other task's m (its identity is a transformed input of its own).
+    A class, not a closure, so that a Plan (and a fitted detector holding one) pickles.
     """
-    shared = any(t.raw_identity for t in tasks)
 
-    def maker(x, *, train, generator):
-        parts = [x.unsqueeze(0)] if shared else []
-        for t in tasks:
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+        self.shared = any(t.raw_identity for t in tasks)
+
+    def __call__(self, x, *, train, generator):
+        parts = [x.unsqueeze(0)] if self.shared else []
+        for t in self.tasks:
             make = t.variants if t.raw_identity else t.all_variants
             parts.append(make(x, train=train, generator=generator))
         return torch.cat(parts, dim=0)  # (V, N, C, H, W)
 
+
+def multitask_plan(tasks: list[Task]) -> Plan:
+    """The paper's plan: each transform alone; the raw image, identity of every raw-identity head, once."""
+    shared = any(t.raw_identity for t in tasks)
     rows = [[0 if t.raw_identity else -1 for t in tasks]] if shared else []
     for i, task in enumerate(tasks):
         for j in range(1 if task.raw_identity else 0, task.num_classes):
             rows.append([j if h == i else -1 for h in range(len(tasks))])
     heads = [Head(t.name, t.num_classes) for t in tasks]
-    return Plan(tasks, heads, torch.tensor(rows, dtype=torch.long), maker)
+    return Plan(tasks, heads, torch.tensor(rows, dtype=torch.long), MultitaskMaker(tasks))
+
+
+class ComposedMaker:
+    """Every composition of the tasks' transforms, first task applied first (a picklable class, not a closure)."""
+
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+
+    def __call__(self, x, *, train, generator):
+        v = x.unsqueeze(0)  # (1, N, C, H, W)
+        for t in self.tasks:
+            n_prev = v.shape[0]
+            v = t.all_variants(v.flatten(0, 1), train=train, generator=generator)  # (m, n_prev*N, C, H, W)
+            v = v.view(t.num_classes, n_prev, *x.shape).transpose(0, 1).flatten(0, 1)  # (n_prev*m, N, C, H, W)
+        return v
 
 
 def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
@@ -244,15 +266,6 @@ def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
     One head per task (MHRot), or, with `joint_head`, a single head whose class is the
     composition's index (GeoTrans).
     """
-
-    def maker(x, *, train, generator):
-        v = x.unsqueeze(0)  # (1, N, C, H, W)
-        for t in tasks:
-            n_prev = v.shape[0]
-            v = t.all_variants(v.flatten(0, 1), train=train, generator=generator)  # (m, n_prev*N, C, H, W)
-            v = v.view(t.num_classes, n_prev, *x.shape).transpose(0, 1).flatten(0, 1)  # (n_prev*m, N, C, H, W)
-        return v
-
     combos = list(itertools.product(*[range(t.num_classes) for t in tasks]))
     if joint_head:
         heads = [Head(joint_head, len(combos))]
@@ -260,7 +273,7 @@ def composed_plan(tasks: list[Task], joint_head: str | None = None) -> Plan:
     else:
         heads = [Head(t.name, t.num_classes) for t in tasks]
         labels = torch.tensor(combos, dtype=torch.long)
-    return Plan(tasks, heads, labels, maker, loss_weight=1.0 / len(combos))
+    return Plan(tasks, heads, labels, ComposedMaker(tasks), loss_weight=1.0 / len(combos))
 
 
 def check_image_fits(side: tuple[int, int], grid: tuple[int, int], margin: int) -> None:

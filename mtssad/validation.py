@@ -15,11 +15,18 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
     `expected_shape` = (C, H, W) the detector was fitted on.
     """
     if isinstance(X, torch.Tensor):
+        if X.layout != torch.strided:
+            raise TypeError(f"{name} is a sparse tensor; sparse input is not supported: expected dense images (N, C, H, W)")
         t = X.detach()
     else:
+        if hasattr(X, "toarray") or hasattr(X, "todense"):  # scipy.sparse, without importing scipy here
+            raise TypeError(f"{name} is a sparse {type(X).__name__}; sparse input is not supported: "
+                            "expected dense images (N, C, H, W)")
         arr = np.asarray(X)
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array of images; got an object array")
+        if np.iscomplexobj(arr):
+            raise ValueError(f"Complex data not supported: {name} must hold uint8 or float pixels; got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:  # read-only views (Ray object store, Ray Data): never written, only read
             with warnings.catch_warnings():
@@ -30,7 +37,8 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
     if t.ndim == 3:
         t = t.unsqueeze(1)  # (N, 1, H, W)
     if t.ndim != 4:
-        raise ValueError(f"expected {name} of shape (N, C, H, W) or (N, H, W); got shape {tuple(t.shape)}")
+        hint = "; for rows of C*H*W pixels pass image_shape=(C, H, W) to the detector" if t.ndim == 2 else ""
+        raise ValueError(f"expected {name} of shape (N, C, H, W) or (N, H, W); got shape {tuple(t.shape)}{hint}")
     if t.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected at least one image; got shape {tuple(t.shape)}")
     if t.shape[1] > 4 and t.shape[-1] in (1, 3):
@@ -58,6 +66,38 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
             f"{name} has images of shape {tuple(t.shape[1:])} (C, H, W); this detector was fitted on {C} channel(s) of {H}x{W}"
         )
     return t
+
+
+def check_image_shape(image_shape) -> tuple[int, int, int] | None:
+    """None, or (C, H, W) as three positive ints."""
+    if image_shape is None:
+        return None
+    try:
+        shape = tuple(image_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise ValueError(f"image_shape must be None or (C, H, W), three positive integers; got {image_shape!r}")
+    return tuple(int(v) for v in shape)
+
+
+def unflatten_images(X, image_shape: tuple[int, int, int] | None, name: str = "X"):
+    """Rows of C*H*W pixels (N, C*H*W) -> (N, C, H, W) when image_shape = (C, H, W) is set; anything else unchanged.
+
+    For scikit-learn tools that pass 2-D arrays (Pipeline steps, GridSearchCV); images
+    given as images are still accepted (and checked against image_shape by check_images).
+    """
+    if image_shape is None:
+        return X
+    if not isinstance(X, torch.Tensor):
+        X = np.asarray(X)
+    if X.ndim != 2:
+        return X
+    n_pixels = int(np.prod(image_shape))
+    if X.shape[1] != n_pixels:
+        raise ValueError(f"{name} has {X.shape[1]} features per row; image_shape={tuple(image_shape)} expects "
+                         f"C*H*W = {n_pixels} pixels per image")
+    return X.reshape(X.shape[0], *image_shape)
 
 
 def check_labels(y, n: int, name: str = "y") -> np.ndarray:

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from mtssad.distributed.train import train_detector_ddp
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
-    from mtssad.protocols import describe_config
+    from mtssad.protocols import PROTOCOL_PARAMS, describe_config
     from mtssad.results import ResultsStore, run_name
 
     args = parse_args(argv)
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
             if not METHODS[m].neural:
                 print(f"{m}: not a neural method; use `mtssad ood` for it")
                 continue
-            det = make_method(m, **{**params, "seed": args.seed})
+            det = make_method(m, **{**params, "seed": args.seed, **PROTOCOL_PARAMS})  # as `mtssad ood`
             name = f"ood-{ds_in.name}-{m}-s{args.seed}"
             det = train_detector_ddp(ds_in.train_images, det, num_workers=args.num_workers, use_gpu=args.use_gpu,
                                      storage_path=storage, name=name, max_failures=args.max_failures)

@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from conftest import TINY, make_images
+from sklearn.exceptions import NotFittedError
+
 from mtssad import DetectorFileError, MultiTaskDetector
+from mtssad.calibration import calibration_split, threshold_at
 from mtssad.scoring import head_scores
 from mtssad.train import to_model_input
 from mtssad.transforms import build_tasks, multitask_plan
@@ -60,9 +63,11 @@ def test_api_shapes_predict_and_threshold(fitted_tiny, tiny_data):
     assert np.allclose(fitted_tiny.score_samples(X), np.mean(list(tasks.values()), axis=0))
     assert fitted_tiny.decision_function(X).shape == (12,)
     assert set(np.unique(fitted_tiny.predict(X))) <= {-1, 1}
-    # threshold_ is the contamination quantile of the training scores
-    train_scores = fitted_tiny.score_samples(make_images(40, seed=1))
-    assert np.isclose(np.mean(train_scores < fitted_tiny.threshold_), 0.05, atol=0.03)
+    # no X_val: threshold_ is the contamination quantile of a seeded fifth of the training images held out of training
+    _, cal_idx = calibration_split(40, 0.2, 0)
+    assert fitted_tiny.threshold_source_ == "calibration" and fitted_tiny.n_threshold_images_ == len(cal_idx) == 8
+    held_out = fitted_tiny.score_samples(make_images(40, seed=1)[cal_idx])
+    assert fitted_tiny.threshold_ == threshold_at(held_out, 0.05) == held_out.min()  # 8 images: 0.05 * 9 < 1
 
 
 def test_seed_determinism_and_seed_sensitivity(tiny_data):
@@ -115,6 +120,22 @@ def test_load_never_runs_code_from_the_file(tmp_path):
     assert not (tmp_path / "flag").exists()
 
 
+def test_refusing_a_code_carrying_file_gives_no_advice_to_load_it_unsafely(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open(r'%s', 'w').write('pwned')" % (tmp_path / "flag"),))
+
+    torch.save({"format": "mtssad-detector", "x": Evil()}, tmp_path / "evil.pt")  # a real torch zip with a payload
+    with pytest.raises(DetectorFileError) as e:
+        MultiTaskDetector.load(tmp_path / "evil.pt")
+    msg = str(e.value)
+    assert "evil.pt: not a readable mtssad detector file" in msg and "GLOBAL exec" in msg  # what was refused
+    assert "nothing in it was executed" in msg
+    for advice in ("weights_only", "Re-running", "trust", "safe_globals"):
+        assert advice not in msg
+    assert not (tmp_path / "flag").exists()
+
+
 @pytest.mark.parametrize("bad,msg", [
     (np.zeros((4, 16)), r"shape \(N, C, H, W\) or \(N, H, W\); got shape \(4, 16\)"),
     (np.zeros((0, 1, 16, 16), np.uint8), "empty"),
@@ -137,7 +158,7 @@ def test_wrong_channels_or_size_at_score_time(fitted_tiny):
 def test_image_smaller_than_grid_and_unfitted():
     with pytest.raises(ValueError, match="too small for a 3x3 jigsaw grid"):
         MultiTaskDetector(**{**TINY, "grid": (3, 3)}).fit(np.zeros((4, 1, 5, 5), np.uint8))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         MultiTaskDetector(**TINY).score_samples(np.zeros((2, 1, 16, 16), np.uint8))
 
 

@@ -77,10 +77,11 @@ def test_diagnostic_selection_needs_held_out_normals(tiny_data):
 
 
 def test_head_selection_config_errors():
+    X = np.zeros((4, 1, 16, 16), np.uint8)
     with pytest.raises(ValueError, match="head_selection must be one of"):
-        MultiTaskDetector(**TINY, head_selection="best")
+        MultiTaskDetector(**TINY, head_selection="best").fit(X)  # scikit-learn convention: validated at fit
     with pytest.raises(ValueError, match="not both"):
-        MultiTaskDetector(**TINY, score_heads=("rotation",), head_selection="diagnostic")
+        MultiTaskDetector(**TINY, score_heads=("rotation",), head_selection="diagnostic").config
 
 
 def test_ray_training_refuses_diagnostic_selection_before_starting(tiny_data, tmp_path):

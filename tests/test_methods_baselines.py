@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 
 from conftest import make_images
 from mtssad.detector import MultiTaskDetector
@@ -67,7 +68,7 @@ def test_mhrot_eq4_equals_hand_computation_on_stub_outputs():
     # the detector's score_samples path (per-head sums, then _combine) gives eq. 4 too
     per_head = {h: torch.stack([probs[h][v, :, plan.labels[v, i]] for v in range(36)]).sum(0).numpy()
                 for i, h in enumerate(plan.head_names)}
-    np.testing.assert_allclose(MHRotDetector(**NET)._combine(per_head), expected, rtol=1e-6)
+    np.testing.assert_allclose(MHRotDetector(**NET).init_model((1, 16, 16))._combine(per_head), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["newton", "fixed-point"])
@@ -113,12 +114,12 @@ def test_geotrans_softmax_option_persists_and_scores_true_class_sum(data, tmp_pa
     loaded = MultiTaskDetector.load(det.save(tmp_path / "g.pt"))
     assert loaded.geotrans_score == "softmax" and not hasattr(loaded, "dirichlet_alpha_")
     with pytest.raises(ValueError, match="geotrans_score must be one of"):
-        GeoTransDetector(geotrans_score="gauss")
+        GeoTransDetector(geotrans_score="gauss").fit(data[0])  # scikit-learn convention: validated at fit
 
 
 def test_fixed_task_baselines_reject_other_tasks():
     with pytest.raises(ValueError, match="MHRot always uses the vertical, horizontal and rotation"):
-        MHRotDetector(tasks=("jigsaw",))
+        MHRotDetector(tasks=("jigsaw",)).fit(make_images(4))  # scikit-learn convention: validated at fit
     assert make_method("mhrot", tasks=("jigsaw",), **NET).config.tasks == ("vertical", "horizontal", "rotation")
 
 
@@ -140,10 +141,10 @@ def test_pixel_baselines_reject_bad_shapes(data, name):
     det = make_method(name)
     with pytest.raises(ValueError, match=r"expected X of shape \(N, C, H, W\)"):
         det.fit(X.reshape(12, -1))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         det.score_samples(X)
     det.fit(X)
     with pytest.raises(ValueError, match=r"fitted on 1 channel\(s\) of 16x16"):
         det.score_samples(make_images(3, side=12))
-    with pytest.raises(ValueError, match=r"pca_components must be an integer in \[1, 12\]"):
+    with pytest.raises(ValueError, match=r"pca_components must be an integer in \[1, 10\] \(min of the 10 images it is fitted on, 2 held out"):
         make_method(name, pca_components=100).fit(X)

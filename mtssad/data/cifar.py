@@ -44,10 +44,36 @@ _COARSE_OF = {f: c for c, (_, fines) in enumerate(CIFAR100_SUPERCLASSES) for f i
 CIFAR100_FINE_TO_COARSE = np.array([_COARSE_OF[f] for f in CIFAR100_FINE_CLASSES], dtype=np.int64)  # (100,)
 
 
+# The only globals a CIFAR batch pickle needs: numpy's array (and scalar) reconstruction
+# (_reconstruct up to protocol 4, _frombuffer from protocol 5), and _codecs.encode, which
+# protocol-2 pickles written by Python 3 use to rebuild bytes. Lists, dicts, ints, bytes and
+# str need no global at all. Anything else (os.system, builtins.eval, subprocess.Popen ...)
+# would be code a crafted file runs while loading: refused.
+_ALLOWED_GLOBALS = frozenset(
+    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")]
+    + [(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+)
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays, lists, dicts, numbers, bytes and str, and nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}; a CIFAR batch holds only numpy arrays, "
+                                     "lists, dicts, bytes and str")
+
+
 def _unpickle(path: Path) -> dict:
+    """A CIFAR batch pickle, loaded without running any code a crafted file may carry."""
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _ArraysOnlyUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise DataError(f"refusing CIFAR pickle {path}: {err}; nothing in it was executed. "
+                        "Replace it with the original file from the CIFAR site") from None
     except Exception as err:  # pickle raises many types on corrupt input
         raise DataError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {err}") from err
     if not isinstance(obj, dict):

@@ -39,7 +39,6 @@ of every global batch:
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import tempfile
@@ -47,8 +46,10 @@ import time
 
 import numpy as np
 import torch
+from sklearn.base import clone
 
 from ..config import DetectorConfig
+from ..detector import load_failure_reason
 from ..train import batch_order, make_optimizer, make_scheduler, planned_epochs, seed_everything, train_step
 from ..validation import check_images, check_labels
 
@@ -105,8 +106,7 @@ def _load_state(checkpoint) -> dict:
         with checkpoint.as_directory() as d:
             st = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, random bytes, pickled code, missing file
-        raise CheckpointError(f"{where}: not a readable mtssad training checkpoint ({type(e).__name__}: "
-                              f"{str(e)[:200]}); delete the run directory or use another name to start afresh") from None
+        raise CheckpointError(f"{where}: not a readable mtssad training checkpoint ({load_failure_reason(e)}); delete the run directory or use another name to start afresh") from None
     if not isinstance(st, dict) or "model" not in st or "epoch" not in st:
         raise CheckpointError(f"{where}: not an mtssad training checkpoint (no model/epoch entries)")
     return st
@@ -138,11 +138,10 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    det = cfg["detector"]  # an unfitted detector: its config and plan recipe
-    config = det.config
+    det = cfg["detector"]  # an unfitted detector: its parameters and plan recipe
     device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
-    config.device = str(device)
-    config.progress = False
+    det.set_params(device=str(device), progress=False)
+    config = det.config
     X = _as_tensor(_get_images(cfg["images"]))  # (N, C, H, W) uint8
     X_val = y_val = None
     if cfg.get("val") is not None:
@@ -220,9 +219,7 @@ def _as_detector(config):
     if isinstance(config, dict):
         return MultiTaskDetector(**config)
     if isinstance(config, MultiTaskDetector):
-        det = type(config).__new__(type(config))
-        det.config = copy.deepcopy(config.config)
-        return det
+        return clone(config)  # its parameters, none of its fitted state
     raise TypeError(f"config must be a DetectorConfig, a dict of its fields or an unfitted MultiTaskDetector; "
                     f"got {type(config).__name__}")
 
@@ -274,10 +271,11 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
         y_val = check_labels(y_val, len(X_val), name="y_val")
         val = ray.put((X_val.numpy(), y_val))
     det._check_selection_data(y_val)  # head_selection="diagnostic" without held-out normals: fail before training
+    X, X_cal = det.hold_out_calibration(X, y_val)  # threshold_ from normals not trained on, as in fit
     shape = tuple(X.shape[1:])
 
     probe = _as_detector(det)
-    probe.config.device = "cpu"
+    probe.set_params(device="cpu")
     probe.init_model(shape)  # draws the jigsaw permutations from config.seed once, here
     permutations = probe.permutations_
 
@@ -311,11 +309,11 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
         raise RuntimeError(f"Ray Train run {name!r} under {storage_path} finished without a checkpoint")
     state = _load_state(result.checkpoint)
 
-    det.config.device = _driver_device(det.config.device)
+    det.set_params(device=_driver_device(det.config.device))
     det.init_model(shape, permutations=permutations)
     det.model_.load_state_dict(state["model"])
     det.history_ = list(state["history"])
     det.train_seconds_ = train_seconds
     det.ray_run_ = {"path": result.path, "checkpoint": result.checkpoint.path, "world_size": state["world_size"],
                     "starts": list(state["starts"])}
-    return det.calibrate(X, X_val=X_val, y_val=None if X_val is None else y_val.astype(int))
+    return det.calibrate(X, X_val=X_val, y_val=None if X_val is None else y_val.astype(int), X_calibration=X_cal)

@@ -81,7 +81,7 @@ def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> Non
     import ray.tune
 
     from ..methods import METHODS, make_method
-    from ..protocols import describe_config, one_vs_all_data, score_fitted
+    from ..protocols import PROTOCOL_PARAMS, describe_config, one_vs_all_data, score_fitted
     from .train import train_detector_ddp
 
     s, spec, ds = settings, config["spec"], dataset
@@ -91,7 +91,7 @@ def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> Non
     params = dict(s["params"])
     if spec["grid"] is not None:
         params.update(grid=_grid_tuple(spec["grid"]), k=spec["k"])
-    det = make_method(method, **{**params, "seed": s["seed"]})
+    det = make_method(method, **{**params, "seed": s["seed"], **PROTOCOL_PARAMS})
     trial_id = ray.tune.get_context().get_trial_id()
     t0 = time.perf_counter()
     if METHODS[method].neural:

@@ -1,8 +1,10 @@
 """The registry of detection methods selectable with `--methods NAME ...`.
 
-A method is a factory returning an object with `fit(X, X_val=None, y_val=None)`,
-`score_samples(X)` (higher = normal) and `score_tasks(X)` (per-head scores; {}
-when the method has no heads). Add a method by registering a factory here.
+A method is a factory returning an unfitted scikit-learn estimator (BaseEstimator +
+OutlierMixin: get_params/set_params, clone, pickling) with `fit(X, X_val=None, y_val=None)`,
+`score_samples(X)` (higher = normal), `decision_function`, `predict` (+1 / -1) and
+`score_tasks(X)` (per-head scores; {} when the method has no heads). Add a method by
+registering a factory here.
 """
 
 from __future__ import annotations
@@ -39,17 +41,26 @@ def method_names() -> list[str]:
 
 
 def make_method(name: str, **params):
-    """Build method `name` from the params it knows: DetectorConfig fields (neural) and its own keyword arguments."""
+    """Build method `name` from the params it knows: DetectorConfig fields (neural) and its own keyword arguments.
+
+    Unlike the estimators' constructors (scikit-learn: validation at fit), this validates a
+    neural method's parameters at once: ValueError naming the bad one.
+    """
     _load_builtin()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; expected one of {list(METHODS)}")
     spec = METHODS[name]
     known = _keyword_params(spec.factory)
     if spec.neural:
-        known = (known or set()) | {f.name for f in fields(DetectorConfig)}
+        from ..detector import MultiTaskDetector
+
+        known = (known or set()) | {f.name for f in fields(DetectorConfig)} | set(MultiTaskDetector._get_param_names())
     if known is not None:
         params = {k: v for k, v in params.items() if k in known}
-    return spec.factory(**params)
+    det = spec.factory(**params)
+    if spec.neural:
+        det.config  # noqa: B018: validates now, so the CLI and sweeps fail before loading data (the estimator itself validates at fit)
+    return det
 
 
 def _keyword_params(factory) -> set[str] | None:

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from scipy.special import digamma, gammaln, polygamma
 
-from ..detector import DetectorFileError, MultiTaskDetector, register_detector
+from ..config import GEOMETRIC_TASKS
+from ..detector import DetectorFileError, MultiTaskDetector, init_signature, register_detector
 from ..scoring import score_images
 from ..transforms import Plan, build_tasks, composed_plan
 from . import register_method
@@ -135,33 +136,33 @@ def dirichlet_reducer(alpha: torch.Tensor):
 
 @register_detector
 class GeoTransDetector(MultiTaskDetector):
-    """GeoTrans on the shared Wide-ResNet; DetectorConfig fields plus `geotrans_score`.
+    """GeoTrans on the shared Wide-ResNet; MultiTaskDetector's parameters (tasks fixed) plus `geotrans_score`.
 
     config.tasks reads the geometric heads (DetectorConfig knows no "flip"); the plan adds the flip.
     Fitted attribute (dirichlet score): dirichlet_alpha_, (72, 72) float64, row i = alpha of transform i.
     """
 
     def __init__(self, *, geotrans_score: str = "dirichlet", **params):
-        if geotrans_score not in GEOTRANS_SCORES:
-            raise ValueError(f"geotrans_score must be one of {GEOTRANS_SCORES}; got {geotrans_score!r}")
-        super().__init__(**fixed_geometric_params(params, "GeoTrans"))
+        params.setdefault("tasks", GEOMETRIC_TASKS)
+        super().__init__(**params)
         self.geotrans_score = geotrans_score
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {**super().get_params(deep), "geotrans_score": self.geotrans_score}
+    __init__.__signature__ = init_signature(MultiTaskDetector, tasks=GEOMETRIC_TASKS, geotrans_score="dirichlet")
 
-    def __repr__(self) -> str:
-        return f"GeoTransDetector(geotrans_score={self.geotrans_score!r}, {self.config.to_json()})"
+    def _config_params(self) -> dict:
+        if self.geotrans_score not in GEOTRANS_SCORES:
+            raise ValueError(f"geotrans_score must be one of {GEOTRANS_SCORES}; got {self.geotrans_score!r}")
+        return fixed_geometric_params(super()._config_params(), "GeoTrans")
 
     def _make_plan(self, side: tuple[int, int], permutations: torch.Tensor | None = None) -> Plan:
-        tasks = build_tasks(GEOTRANS_TASKS, side, shift=self.config.shift)
+        tasks = build_tasks(GEOTRANS_TASKS, side, shift=self.config_.shift)
         return composed_plan(tasks, joint_head=HEAD)  # 72 variants, one 72-way head
 
     def _fit_score_model(self, X: torch.Tensor) -> None:
         if self.geotrans_score != "dirichlet":
             return
-        sums = score_images(self.model_, self.plan_, X, device=self.device_, batch_size=self.config.score_batch_size,
-                            amp=self.config.amp, reduce=_stats_reducer)
+        sums = score_images(self.model_, self.plan_, X, device=self.device_, batch_size=self.config_.score_batch_size,
+                            amp=self.config_.amp, reduce=_stats_reducer)
         n = len(X)
         stats = [sums[k].sum(0) / n for k in ("log", "p", "p2")]  # each (V, K)
         self.dirichlet_alpha_ = torch.from_numpy(fit_dirichlet(*stats))
@@ -169,8 +170,8 @@ class GeoTransDetector(MultiTaskDetector):
     def _head_scores(self, X: torch.Tensor) -> dict[str, np.ndarray]:
         if self.geotrans_score != "dirichlet":
             return super()._head_scores(X)
-        return score_images(self.model_, self.plan_, X, device=self.device_, batch_size=self.config.score_batch_size,
-                            amp=self.config.amp, reduce=dirichlet_reducer(self.dirichlet_alpha_))
+        return score_images(self.model_, self.plan_, X, device=self.device_, batch_size=self.config_.score_batch_size,
+                            amp=self.config_.amp, reduce=dirichlet_reducer(self.dirichlet_alpha_))
 
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
         out = {"geotrans_score": torch.tensor(list(self.geotrans_score.encode()), dtype=torch.uint8)}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import GEOMETRIC_TASKS, expand_tasks
-from ..detector import MultiTaskDetector, register_detector
+from ..detector import MultiTaskDetector, init_signature, register_detector
 from ..scoring import head_scores
 from ..transforms import Plan, build_tasks, composed_plan
 from . import register_method
@@ -39,16 +39,22 @@ def eq4_scores(probs: dict[str, torch.Tensor], plan: Plan) -> torch.Tensor:
 
 @register_detector
 class MHRotDetector(MultiTaskDetector):
-    """MHRot on the shared Wide-ResNet; keyword arguments are DetectorConfig fields (tasks fixed)."""
+    """MHRot on the shared Wide-ResNet; the parameters are MultiTaskDetector's, with tasks fixed to the geometric heads."""
 
     def __init__(self, **params):
-        super().__init__(**fixed_geometric_params(params, "MHRot"))
+        params.setdefault("tasks", GEOMETRIC_TASKS)
+        super().__init__(**params)
+
+    __init__.__signature__ = init_signature(MultiTaskDetector, tasks=GEOMETRIC_TASKS)
+
+    def _config_params(self) -> dict:
+        return fixed_geometric_params(super()._config_params(), "MHRot")
 
     def _make_plan(self, side: tuple[int, int], permutations: torch.Tensor | None = None) -> Plan:
-        return composed_plan(build_tasks(GEOMETRIC_TASKS, side, shift=self.config.shift))  # 36 variants, 3 heads
+        return composed_plan(build_tasks(GEOMETRIC_TASKS, side, shift=self.config_.shift))  # 36 variants, 3 heads
 
     def _combine(self, per_head: dict[str, np.ndarray]) -> np.ndarray:
-        if self.config.score_norm != "none":
+        if self.config_.score_norm != "none":
             return super()._combine(per_head)
         return np.sum([per_head[h].astype(np.float64) for h in self._scored_heads(per_head)], axis=0)  # eq. 4
 
