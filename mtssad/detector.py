@@ -22,6 +22,7 @@ import torch
 from . import __version__
 from .config import DetectorConfig
 from .diagnostic import head_verdict, select_heads
+from .errors import CorruptFileError
 from .model import MultiHeadNet, count_parameters
 from .scoring import combine_heads, head_accuracy, head_scores, score_images, variant_probs
 from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
@@ -33,7 +34,7 @@ FILE_VERSION = 1
 DETECTOR_CLASSES: dict[str, type] = {}
 
 
-class DetectorFileError(ValueError):
+class DetectorFileError(CorruptFileError):
     """A saved detector that cannot be read: corrupt, truncated, foreign or from another format version."""
 
 
