@@ -58,6 +58,13 @@ def _check_resources(args) -> None:
         raise UsageError("--gpus-per-trial needs --use-gpu (trials train on CPUs without it)")
     if args.num_cpus is not None and args.num_cpus < 1:
         raise UsageError(f"--num-cpus must be >= 1; got {args.num_cpus}")
+    local = getattr(args, "local", False) or not args.ray_address
+    if args.use_gpu and local:  # a local Ray has this machine's GPUs only: trials would wait forever for one
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--use-gpu: this machine has no CUDA GPU for the local Ray; drop --use-gpu, or join a "
+                             "cluster with GPUs with --ray-address")
 
 
 def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> None:
