@@ -410,3 +410,32 @@ def test_sweep_console_shows_no_ray_noise_and_a_second_sweep_names_resume(tmp_pa
     assert "Started a local Ray instance" in log and "trial 1/1 done" in log
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert again.returncode == EXIT_USAGE and "pass --resume to finish it" in again.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_real_sigint_during_evaluate_exits_130_with_one_line(tmp_path):
+    """Ctrl-C for real (SIGINT to the process) after the first row: status 130, one line, rows kept."""
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    argv = [sys.executable, "-m", "mtssad.cli", "evaluate", "--classes", "0", "1", "2", "--max-train", "300",
+            "--max-test", "90", "--side", "16", "--epochs", "1", "--backbone", "wrn-10-1", "--grid", "2", "2",
+            "--margin", "1", "-q", "--out", str(out)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "MTSSAD_DEBUG": ""})
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "results.parquet").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"mtssad evaluate: interrupted \(Ctrl-C\): [12] finished row\(s\) are saved in .*results.parquet \(the run "
+        r"in progress is lost\); rerun the same command to run only the missing rows", lines[0]), stderr
+    assert 1 <= len(pd.read_parquet(out / "results.parquet")) <= 2
