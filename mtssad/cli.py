@@ -24,7 +24,7 @@ from pathlib import Path
 from .config import HEAD_SELECTIONS, SCORE_NORMS
 from .errors import (EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, DeviceError,
                      MtssadError, exit_codes_text, is_disk_full, is_out_of_memory)
-from .logs import LEVELS
+from .logs import LEVELS, bars_enabled
 
 log = logging.getLogger("mtssad.cli")  # also when run as `python -m mtssad.cli` (__main__)
 
@@ -100,18 +100,12 @@ def method_params(args) -> dict:
     params = dict(backbone=args.backbone, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
                   head_selection=args.head_selection,
-                  device=args.device, amp=args.amp, progress=_bars_enabled())
+                  device=args.device, amp=args.amp, progress=bars_enabled())
     if args.tasks:
         params["tasks"] = tuple(args.tasks)
     if args.score_heads:
         params["score_heads"] = tuple(args.score_heads)
     return params
-
-
-def _bars_enabled() -> bool:
-    from .logs import bars_enabled
-
-    return bars_enabled()
 
 
 def load_from_args(args, name: str | None = None, root: str | None = None, channels: int | None = None):

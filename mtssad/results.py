@@ -81,8 +81,8 @@ def _atomic_open(path):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if is_disk_full(e):  # ENOSPC/EDQUOT from write, flush or fsync: the old file is kept (never half a file)
-            raise DiskFullError(f"disk full while writing {path} ({e}); the previous version of the file is "
-                                "kept") from e
+            kept = "the previous version of the file is kept" if path.exists() else "the file was not written"
+            raise DiskFullError(f"disk full while writing {path} ({e}); {kept}") from e
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every OS)
         dfd = os.open(path.parent, os.O_RDONLY)
