@@ -5,17 +5,28 @@ Results go to OUTDIR/results.parquet (one row per dataset, class, method,
 config, seed; written atomically after every run, so a killed run loses at most
 the run in progress and a rerun skips finished rows), per-image scores to
 OUTDIR/scores/, and a readable OUTDIR/report.md with plots.
+
+Building the parser imports no torch and no Ray (`mtssad --help` is instant); each command
+imports what it needs when it runs. Messages go through `logging` (-v, -q, --log-level);
+stdout carries the results. Every failure ends in one stderr line and an exit status from
+`mtssad.errors.EXIT_CODES`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from .config import HEAD_SELECTIONS, SCORE_NORMS
+from .errors import (EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, DeviceError,
+                     MtssadError, exit_codes_text, is_disk_full, is_out_of_memory)
+from .logs import LEVELS, bars_enabled
+
+log = logging.getLogger("mtssad.cli")  # also when run as `python -m mtssad.cli` (__main__)
 
 DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=300, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
 
@@ -40,7 +51,7 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     from .methods import method_names
 
     g = p.add_argument_group("method")
-    g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(), help="methods to compare (default: ours)")
+    g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(load=False), help="methods to compare (default: ours)")
     g.add_argument("--tasks", nargs="+", default=None, help="heads for 'ours' (e.g. geometric, jigsaw, rotation; default: geometric jigsaw)")
     g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
     g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, at least (default: %(default)s)")
@@ -66,7 +77,25 @@ def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", default=default_out, help="output directory (default: %(default)s)")
     g.add_argument("--overwrite", action="store_true", help="rerun rows already in OUTDIR/results.parquet")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_logging_args(p)
+
+
+def add_logging_args(p: argparse.ArgumentParser) -> None:
+    """-v/-q/--log-level, accepted before or after the command (`mtssad -q evaluate`, `mtssad evaluate -q`).
+
+    Defaults are SUPPRESSed so a subcommand never overwrites the value given before it; read with `log_level_of`.
+    """
+    g = p.add_argument_group("messages")
+    g.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", default=argparse.SUPPRESS,
+                   help="debug messages with time and logger name; sweep: also Ray's own output on the console")
+    g.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="WARNING", default=argparse.SUPPRESS,
+                   help="warnings and errors only, no progress bars (results are still printed)")
+    g.add_argument("--log-level", dest="log_level", type=str.upper, choices=LEVELS, default=argparse.SUPPRESS,
+                   help="message level (default: INFO); the last of -v, -q, --log-level wins")
+
+
+def log_level_of(args) -> str:
+    return getattr(args, "log_level", None) or "INFO"
 
 
 def method_params(args) -> dict:
@@ -74,7 +103,7 @@ def method_params(args) -> dict:
     params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr,
                   grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
                   head_selection=args.head_selection,
-                  device=args.device, amp=args.amp, progress=not args.quiet)
+                  device=args.device, amp=args.amp, progress=bars_enabled())
     if args.tasks:
         params["tasks"] = tuple(args.tasks)
     if args.score_heads:
@@ -125,9 +154,9 @@ def cmd_evaluate(args) -> int:
     ds = load_from_args(args)
     classes = resolve_classes(ds, args.classes)
     if ds.skipped:
-        print(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{' ...' if len(ds.skipped) > 5 else ''}")
-    print(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of {tuple(ds.train_images.shape[1:])}; "
-          f"{len(classes)} normal class(es) x {len(args.methods)} method(s) -> {args.out}")
+        log.warning(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{' ...' if len(ds.skipped) > 5 else ''}")
+    log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of {tuple(ds.train_images.shape[1:])}; "
+             f"{len(classes)} normal class(es) x {len(args.methods)} method(s) -> {args.out}")
     done = set() if args.overwrite else store.done_keys()
     jobs = [(c, m) for c in classes for m in args.methods]
     t_all = time.perf_counter()
@@ -142,7 +171,7 @@ def cmd_evaluate(args) -> int:
         r = out.row
         print(f"[{i}/{len(jobs)}] {r['normal_class']} / {m}: AUROC {100 * r['auroc']:.1f}  "
               f"(train {r['train_seconds']:.1f}s, score {r['score_seconds']:.1f}s)", flush=True)
-    print(f"done in {time.perf_counter() - t_all:.0f}s")
+    log.info(f"done in {time.perf_counter() - t_all:.0f}s")
     return _finish(args.out)
 
 
@@ -184,17 +213,26 @@ def _finish(outdir) -> int:
     return 0
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the flags' help; the epilog (exit statuses) keeps its lines."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtssad", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from . import __version__
+
+    sub_kw = dict(epilog=exit_codes_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="mtssad", description=__doc__.splitlines()[0], epilog=exit_codes_text(),
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"mtssad {__version__}")
+    add_logging_args(p)
     sub = p.add_subparsers(dest="command")
-    ev = sub.add_parser("evaluate", help="one-vs-all evaluation in one process (no Ray)")
+    ev = sub.add_parser("evaluate", help="one-vs-all evaluation in one process (no Ray)", **sub_kw)
     add_data_args(ev)
     add_method_args(ev)
     add_output_args(ev, DEFAULTS["out"])
     ev.set_defaults(func=cmd_evaluate)
 
-    ood = sub.add_parser("ood", help="out-of-distribution: train on one data set, score another")
+    ood = sub.add_parser("ood", help="out-of-distribution: train on one data set, score another", **sub_kw)
     add_data_args(ood, dataset_default="cifar10")
     ood.add_argument("--ood-dataset", required=True, help="the out-of-distribution data set (e.g. svhn)")
     ood.add_argument("--ood-data-root", default=None, help="its root (default: --data-root)")
@@ -202,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_args(ood, "runs/ood")
     ood.set_defaults(func=cmd_ood)
 
-    sw = sub.add_parser("sweep", help="Ray Tune sweep over normal classes x jigsaw grid x k (local Ray or RAY_ADDRESS)")
+    sw = sub.add_parser("sweep", help="Ray Tune sweep over normal classes x jigsaw grid x k (local Ray or RAY_ADDRESS)",
+                        **sub_kw)
     add_data_args(sw)
     add_method_args(sw)
     add_output_args(sw, "runs/sweep")
@@ -211,10 +250,94 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_args(sw)
     sw.set_defaults(func=cmd_sweep)
 
-    rep = sub.add_parser("report", help="render OUTDIR/report.md again from OUTDIR/results.parquet")
+    rep = sub.add_parser("report", help="render OUTDIR/report.md again from OUTDIR/results.parquet", **sub_kw)
     rep.add_argument("outdir", help="an output directory of evaluate/ood/sweep")
+    add_logging_args(rep)
     rep.set_defaults(func=cmd_report)
     return p
+
+
+def check_device_flag(args) -> None:
+    """--device names a device this machine has (mps on Linux, cuda without a GPU): checked before any data or training.
+
+    A sweep that joins a cluster (--ray-address without --local) is not checked here: its trials run elsewhere.
+    """
+    device = getattr(args, "device", None)
+    if device in (None, "auto", "cpu"):
+        return
+    if args.command == "sweep" and getattr(args, "ray_address", None) and not getattr(args, "local", False):
+        return
+    from .validation import device_problem
+
+    problem = device_problem(device)
+    if problem:
+        raise DeviceError(f"--device {device}: {problem}; use --device cpu, or --device auto (a GPU when there is one)")
+
+
+def _saved_rows(out) -> str:
+    """'N finished row(s) are saved in OUT/results.parquet' (what an interrupted run leaves), best effort."""
+    path = Path(out) / "results.parquet"
+    try:
+        import pyarrow.parquet as pq
+
+        n = pq.read_metadata(path).num_rows if path.exists() else 0
+    except Exception:  # noqa: BLE001 -- a message, not a check: a damaged file is reported by the next run
+        return f"finished rows are in {path}"
+    return f"{n} finished row(s) are saved in {path}"
+
+
+def interrupted_message(args) -> str:
+    """What Ctrl-C left behind and how to go on, per command."""
+    if args.command == "sweep":
+        from .distributed.cli import experiment_dir
+
+        return (f"interrupted (Ctrl-C): finished trials are kept in {experiment_dir(args)} and "
+                f"{_saved_rows(args.out)}; rerun the same command with --resume to run only the rest")
+    if args.command == "report":
+        return f"interrupted (Ctrl-C): results unchanged; `mtssad report {args.outdir}` writes the report"
+    return (f"interrupted (Ctrl-C): {_saved_rows(args.out)} (the run in progress is lost); "
+            "rerun the same command to run only the missing rows")
+
+
+def out_of_memory_message(args, e: BaseException) -> str:
+    """Name the settings that size a training or scoring step, with their values."""
+    what = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    if not hasattr(args, "batch_size"):
+        return f"out of memory ({what}); close other programs or use a machine with more memory"
+    grid = "x".join(str(g) for g in args.grid)
+    return (f"out of memory ({what}); a training step holds --batch-size {args.batch_size} images times their "
+            f"transformed copies (--k {args.k} jigsaw permutations on a --grid {grid}, plus the geometric "
+            f"transforms) through {args.backbone}: lower --k (or --grid), --batch-size or the --backbone width, "
+            "or use a device with more memory")
+
+
+def disk_full_message(args, e: BaseException) -> str:
+    where = getattr(e, "filename", None)
+    out = getattr(args, "out", None) or getattr(args, "outdir", None)
+    text = str(e) if isinstance(e, MtssadError) else f"no space left on device{f' writing {where}' if where else ''}"
+    fix = "free space on that disk"
+    if out is not None:
+        fix += f" or pass --out on another disk ({_saved_rows(out)})"
+    if args.command == "sweep":
+        fix += "; also --storage-path for the checkpoints"
+    return f"{text}; {fix}"
+
+
+def failure(args, e: BaseException) -> tuple[int, str] | None:
+    """(exit status, the one line after 'mtssad <command>: ') for an error a person can act on; None for a bug."""
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, interrupted_message(args)
+    if is_disk_full(e):
+        return EXIT_DISK_FULL, "error: " + disk_full_message(args, e)
+    if is_out_of_memory(e):
+        return EXIT_OUT_OF_MEMORY, "error: " + out_of_memory_message(args, e)
+    if isinstance(e, MtssadError):
+        return e.exit_code, f"error: {e}"
+    from .data import DataError
+
+    if isinstance(e, (DataError, ValueError, PermissionError)):
+        return EXIT_USAGE, f"error: {e}"
+    return None
 
 
 def main(argv=None) -> int:
@@ -222,17 +345,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    from .data import DataError
-    from .detector import DetectorFileError
+        return EXIT_USAGE
+    from .logs import configure
 
+    configure(log_level_of(args))
     try:
+        check_device_flag(args)
         return args.func(args)
-    except (DataError, DetectorFileError, ValueError, PermissionError) as e:
-        if os.environ.get("MTSSAD_DEBUG"):  # full traceback for bug reports
+    except (Exception, KeyboardInterrupt) as e:
+        known = failure(args, e)
+        if known is None or os.environ.get("MTSSAD_DEBUG"):  # a bug, or asked for: the full traceback
             raise
-        print(f"mtssad {args.command}: error: {e} (MTSSAD_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 2
+        code, line = known
+        hint = " (MTSSAD_DEBUG=1 shows the traceback)" if code != EXIT_INTERRUPTED else ""
+        print(f"mtssad {args.command}: {line}{hint}", file=sys.stderr, flush=True)
+        return code
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from . import __version__
 from .calibration import calibration_split, threshold_at, threshold_warning
 from .config import ALL_TASKS, DetectorConfig
 from .diagnostic import head_verdict, select_heads
+from .errors import CorruptFileError
 from .model import MultiHeadNet, count_parameters
 from .scoring import combine_heads, head_accuracy, head_scores, score_images, variant_probs
 from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
@@ -41,7 +42,7 @@ DETECTOR_CLASSES: dict[str, type] = {}
 CONFIG_FIELDS = tuple(f.name for f in fields(DetectorConfig))
 
 
-class DetectorFileError(ValueError):
+class DetectorFileError(CorruptFileError):
     """A saved detector that cannot be read: corrupt, truncated, foreign or from another format version."""
 
 

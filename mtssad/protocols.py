@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import ImageDataset, validation_split
+from .data import DataError, ImageDataset, validation_split
 from .methods import METHODS, make_method
 from .metrics import anomaly_metrics, auroc
 
@@ -103,11 +103,32 @@ class OneVsAllData:
     is_normal_test: np.ndarray  # (n_test,) bool
 
 
+def check_class_size(ds: ImageDataset, normal_class: int, *, val_fraction: float, validation_optional: bool = True) -> None:
+    """Enough training images of the normal class for a fit (>= 2, BatchNorm) plus >= 1 held out for validation.
+
+    The message names the CLI flags that change the count (users meet it as `mtssad evaluate/sweep`).
+    """
+    n = int(np.sum(ds.train_labels == normal_class))
+    need = 3 if val_fraction > 0 else 2
+    if n >= need:
+        return
+    name = ds.class_names[normal_class]
+    if n == 0:
+        raise DataError(f"{ds.name}: normal class {name!r} has no training images; raise --max-train "
+                        "(a stratified subset of the whole training split) or choose other --classes")
+    why = ("2 to fit (BatchNorm needs 2) + 1 held out by --val-fraction" if val_fraction > 0 else
+           "2 to fit (BatchNorm needs 2)")
+    fix = "raise --max-train"
+    if val_fraction > 0 and validation_optional:  # a sweep selects on validation data: it cannot drop it
+        fix += " or pass --val-fraction 0 (no validation split)"
+    raise DataError(f"{ds.name}: normal class {name!r} has {n} training image(s); one-vs-all needs {need} "
+                    f"({why}): {fix}, or choose other --classes")
+
+
 def one_vs_all_data(ds: ImageDataset, normal_class: int, *, seed: int = 0, val_fraction: float = 0.2) -> OneVsAllData:
     """Split `ds` for one normal class; the test split's anomalies never reach fitting or validation."""
     labels = ds.train_labels
-    if not np.any(labels == normal_class):
-        raise ValueError(f"{ds.name}: normal class {ds.class_names[normal_class]!r} has no training images")
+    check_class_size(ds, normal_class, val_fraction=val_fraction)
     if val_fraction > 0:
         fit_idx, val_idx = validation_split(labels, normal_class, fraction=val_fraction, seed=seed)
         X_val, y_val = ds.train_images[val_idx], (labels[val_idx] == normal_class).astype(int)
@@ -115,7 +136,8 @@ def one_vs_all_data(ds: ImageDataset, normal_class: int, *, seed: int = 0, val_f
         fit_idx, X_val, y_val = np.flatnonzero(labels == normal_class), None, None
     is_normal = ds.test_labels == normal_class
     if is_normal.all() or not is_normal.any():
-        raise ValueError(f"{ds.name}: the test split needs both class {ds.class_names[normal_class]!r} and others")
+        raise DataError(f"{ds.name}: the test split needs both class {ds.class_names[normal_class]!r} and others; "
+                        "raise --max-test or choose other --classes")
     return OneVsAllData(ds.train_images[fit_idx], X_val, y_val, ds.test_images, is_normal)
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .diagnostic import head_verdict
 from .paper import CITATION, paper_auroc, paper_siwm
-from .results import HEAD_PREFIX, ResultsStore, atomic_write_bytes, run_name
+from .results import HEAD_PREFIX, ResultsStore, atomic_write_bytes, read_scores_file, run_name
 
 __all__ = ["BELOW_PAPER", "plot_roc", "plot_task_curves", "render_report", "task_table", "task_verdicts"]
 
@@ -251,7 +251,7 @@ def _roc_plots(store: ResultsStore, g: pd.DataFrame, dataset: str, split: str) -
         png = store.outdir / "plots" / f"roc_{_safe(dataset)}_{_safe(split)}_{_safe(c)}.png"
         if _stale(png, list(names.values())):
             frames = {lab: (s["is_normal"].to_numpy(bool), s["score"].to_numpy(float))
-                      for lab, s in ((lab, pd.read_parquet(p)) for lab, p in names.items())}
+                      for lab, s in ((lab, read_scores_file(p)) for lab, p in names.items())}
             plot_roc(frames, png, f"{dataset}: normal = {c}")
         links.append(f"[{c}]({png.relative_to(store.outdir).as_posix()})")
     return links

@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import CorruptFileError, DiskFullError, OutputDirError, is_disk_full
+
 __all__ = [
     "HEAD_PREFIX", "KEY_COLUMNS", "RESULT_COLUMNS", "ResultsFileError", "ResultsStore",
     "atomic_write_bytes", "atomic_write_parquet", "row_key", "run_name",
@@ -53,8 +55,8 @@ KEY_COLUMNS = ("dataset", "normal_class", "method", "config", "seed")
 HEAD_PREFIX = "auroc_head_"
 
 
-class ResultsFileError(ValueError):
-    """A results file or directory that cannot be used (corrupt, wrong columns, not a directory)."""
+class ResultsFileError(CorruptFileError):
+    """A results, scores or history file that cannot be used (corrupt, wrong columns); the message names it."""
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -75,9 +77,12 @@ def _atomic_open(path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if is_disk_full(e):  # ENOSPC/EDQUOT from write, flush or fsync: the old file is kept (never half a file)
+            kept = "the previous version of the file is kept" if path.exists() else "the file was not written"
+            raise DiskFullError(f"disk full while writing {path} ({e}); {kept}") from e
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every OS)
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -211,8 +216,10 @@ class ResultsStore:
         except PermissionError as e:
             raise PermissionError(f"results directory {self.outdir} is not writable: {e}") from e
         except OSError as e:
-            raise ResultsFileError(f"results directory {self.outdir} cannot be used: expected a writable "
-                                   f"directory (or a path where one can be created); got {e}") from e
+            if is_disk_full(e):
+                raise DiskFullError(f"disk full: cannot create files in {self.outdir} ({e})") from e
+            raise OutputDirError(f"results directory {self.outdir} cannot be used: expected a writable "
+                                 f"directory (or a path where one can be created); got {e}") from e
 
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.outdir)!r})"
@@ -285,8 +292,7 @@ class ResultsStore:
         return atomic_write_parquet(frame, self.scores_path(name))
 
     def read_scores(self, name: str) -> pd.DataFrame | None:
-        path = self.scores_path(name)
-        return pd.read_parquet(path) if path.exists() else None
+        return read_scores_file(self.scores_path(name))
 
     def json_path(self, name: str) -> Path:
         return self._side_path(name, ".", ".json")
@@ -297,8 +303,29 @@ class ResultsStore:
         return atomic_write_bytes(self.json_path(name), text.encode())
 
     def read_json(self, name: str):
+        """The JSON side file (e.g. a run's history), None when absent; ResultsFileError naming it when damaged."""
         path = self.json_path(name)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ResultsFileError(f"{path} is not a readable JSON side file ({type(e).__name__}: {str(e)[:120]}); "
+                                   f"delete it and run `mtssad report {self.outdir}` again (that run's task curves "
+                                   "are then left out), or rerun that run with --overwrite") from e
+
+
+def read_scores_file(path) -> pd.DataFrame | None:
+    """A per-image scores file, None when absent; ResultsFileError naming it when damaged."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ResultsFileError(f"{path} is not a readable scores file ({type(e).__name__}: {str(e)[:120]}); "
+                               f"delete it and run `mtssad report {path.parent.parent}` again (that run's ROC curve "
+                               "is then left out), or rerun that run with --overwrite") from e
 
 
 def _json_default(o):

@@ -67,15 +67,18 @@ def iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 def score_images(model, plan: Plan, images, *, device: torch.device, batch_size: int = 256, amp: bool = False,
-                 reduce: Reducer = head_scores, progress: bool = False) -> dict[str, np.ndarray]:
-    """Run `reduce` on every batch of `images` and concatenate: key -> (N, ...) numpy array."""
-    from tqdm.auto import tqdm
+                 reduce: Reducer = head_scores, progress: bool | None = None) -> dict[str, np.ndarray]:
+    """Run `reduce` on every batch of `images` and concatenate: key -> (N, ...) numpy array.
+
+    progress: a tqdm bar on a terminal; None follows the CLI's setting (`mtssad.logs.configure`).
+    """
+    from .logs import progress_bar
 
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {}
     try:
-        with tqdm(total=len(images), desc="scoring", unit="img", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(images), desc="scoring", enabled=progress) as bar:
             for chunk in iter_batches(images, batch_size):
                 probs = variant_probs(model, plan, to_model_input(chunk, device), amp=amp)
                 for key, val in reduce(probs, plan).items():

@@ -110,10 +110,36 @@ def check_labels(y, n: int, name: str = "y") -> np.ndarray:
     return y.astype(bool)
 
 
+def device_problem(device: str) -> str | None:
+    """Why `device` cannot be used on this machine (in words), or None when it can."""
+    import platform
+
+    if device in ("auto", "cpu"):
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        return f"not a device name ({e})"
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            return f"MPS (Apple GPUs) is not available on this machine ({platform.system()})"
+    elif dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            return f"CUDA is not available here ({why})"
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            return f"this machine has {n} CUDA device(s) (cuda:0..cuda:{n - 1})"
+    return None
+
+
 def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; any other name is checked (DeviceError when this machine lacks it)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available here; use device='cpu' or 'auto'")
-    return dev
+    problem = device_problem(device)
+    if problem:
+        from .errors import DeviceError
+
+        raise DeviceError(f"device {device!r}: {problem}; use device='cpu' or 'auto'")
+    return torch.device(device)

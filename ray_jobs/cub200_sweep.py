@@ -15,8 +15,9 @@ accounting. Drivers can be pinned to the on-demand head with --driver-resource T
 import argparse
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args
+from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
 from mtssad.distributed.cli import add_sweep_args, finish_ray_args, run_sweep_from_args
+from mtssad.logs import configure as configure_logging
 
 
 def parse_args(argv=None):
@@ -32,6 +33,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
     return 0
 

@@ -11,8 +11,9 @@ whole test split; rows go to OUTDIR/results.parquet (mtssad.results.ResultsStore
 import argparse
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args
+from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
 from mtssad.distributed.cli import add_ray_args, finish_ray_args, run_sweep_from_args
+from mtssad.logs import configure as configure_logging
 
 
 def parse_args(argv=None):
@@ -28,6 +29,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     run_sweep_from_args(args, grids=[f"{args.grid[0]}x{args.grid[1]}"], ks=[args.k])
     return 0
 

@@ -13,8 +13,9 @@ import argparse
 import os
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args
+from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
 from mtssad.distributed.cli import add_ray_args, finish_ray_args, ray_session
+from mtssad.logs import configure as configure_logging
 
 
 def parse_args(argv=None):
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     from mtssad.results import ResultsStore, run_name
 
     args = parse_args(argv)
+    configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     params = method_params(args)
     ds_in = load_from_args(args)
     ds_out = load_from_args(args, name=args.ood_dataset, root=args.ood_data_root or args.data_root,

@@ -68,16 +68,17 @@ def _check_rows(rows, ds, classes, n_configs):
 
 @pytest.mark.ray
 @pytest.mark.timeout(420)
-def test_sweep_two_classes_two_configs_selects_by_validation(ray_local, digits16, tmp_path, capsys):
+def test_sweep_two_classes_two_configs_selects_by_validation(ray_local, digits16, tmp_path, capsys, caplog):
     from mtssad.distributed import run_sweep
     from mtssad.results import ResultsStore
 
+    caplog.set_level("INFO", logger="mtssad")
     t0 = time.perf_counter()
     rows = run_sweep(digits16, classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30], params=PARAMS,
                      num_workers=2, storage_path=str(tmp_path / "ray"), name="sweep", controller_failure_limit=0,
                      out=str(tmp_path / "out"))
     wall = time.perf_counter() - t0
-    printed = capsys.readouterr().out
+    printed = caplog.text  # progress and skip messages go through logging (mtssad.distributed.tune)
     with capsys.disabled():
         print(f"\nsweep of 4 trials (2 DDP workers x 0.5 CPU each): {wall:.0f}s, "
               f"{wall / 4:.0f}s per trial; train_seconds {[round(r['train_seconds']) for r in rows]}")

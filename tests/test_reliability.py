@@ -156,8 +156,8 @@ def test_skip_bad_images_counts_and_lists_them_then_evaluates(tmp_path, capsys):
     _png(root / "dog" / "rgb.png", (200, 10, 10), mode="RGB")  # mixed gray/RGB: loads as 3 channels
     out = tmp_path / "out"
     code = main(["evaluate", "--dataset", "imagefolder", "--data-root", str(root), "--skip-bad-images", "--side", "8",
-                 "--classes", "cat", "--val-fraction", "0", *TINY_CLI, "--out", str(out)])
-    printed = capsys.readouterr().out
+                 "--classes", "cat", "--val-fraction", "0", *TINY_CLI, "--log-level", "info", "--out", str(out)])
+    printed = capsys.readouterr().err  # messages (warnings and info) go to stderr through logging
     assert code == 0, printed
     assert re.search(r"skipped 2 unreadable image file\(s\): .*readme.png.*0.png|skipped 2 .*0.png.*readme.png",
                      printed), printed

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 
-class DataError(ValueError):
+
+class DataError(UsageError):
     """A bad root, a malformed on-disk layout or an unreadable file.
 
     The message names the expected layout or the offending path.

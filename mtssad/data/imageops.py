@@ -96,14 +96,18 @@ def read_many(
 
     An unreadable file raises DataError naming it, unless skip_bad.
     """
+    from ..logs import progress_bar
+
     arrays, kept, skipped = [], [], []
-    for i, path in enumerate(paths):
-        try:
-            arrays.append(read_image(path, side, None if boxes is None else boxes[i]))
-        except DataError:
-            if not skip_bad:
-                raise
-            skipped.append(str(path))
-            continue
-        kept.append(i)
+    with progress_bar(total=len(paths), desc="reading images") as bar:  # drawn on a terminal only
+        for i, path in enumerate(paths):
+            bar.update(1)
+            try:
+                arrays.append(read_image(path, side, None if boxes is None else boxes[i]))
+            except DataError:
+                if not skip_bad:
+                    raise
+                skipped.append(str(path))
+                continue
+            kept.append(i)
     return arrays, kept, skipped

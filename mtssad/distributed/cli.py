@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
+
+log = logging.getLogger(__name__)
 
 
 def _grid_text(text: str) -> str:
@@ -66,68 +69,105 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, local: bool = False, num_cpus: int | None = None):
+def ray_session(address: str | None = None, *, local: bool = False, num_cpus: int | None = None,
+                log_to_driver: bool = True):
     """Connect to Ray for the duration of a command; shut down only a Ray this call started.
 
     local: start a private local Ray (loopback, no dashboard); address: join that cluster
     ("auto", "ray://...", host:port); neither: ray.init() (joins a running cluster if any).
     Inside `ray job submit` the supervisor sets RAY_ADDRESS, so a bare call joins the cluster.
+    log_to_driver=False keeps workers' output in Ray's session logs (<session dir>/logs), off this console.
+    Yields the `ray` module; `ray_session.log_dir` then holds the session's log directory.
     """
     import ray
 
+    from .raylog import session_log_dir
+
     if ray.is_initialized():  # e.g. a test's Ray, or a caller that connected already
+        ray_session.log_dir = session_log_dir()
         yield ray
         return
     if local:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     else:
-        ray.init(address=address)
+        ctx = ray.init(address=address, log_to_driver=log_to_driver)
+    ray_session.log_dir = session_log_dir(ctx)
     try:
         yield ray
     finally:
         ray.shutdown()
 
 
+ray_session.log_dir = None
+
+
+def storage_of(args) -> str:
+    """The sweep's storage: --storage-path, else OUTDIR/ray."""
+    return args.storage_path or os.path.join(os.path.abspath(args.out), "ray")
+
+
+def experiment_dir(args) -> str:
+    from .preflight import is_remote
+
+    storage = storage_of(args)
+    storage = storage if is_remote(storage) else os.path.abspath(os.path.expanduser(storage))
+    return f"{storage}/{getattr(args, 'experiment_name', 'sweep')}"
+
+
 def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
-    """Load the data set once, run (or resume) the sweep, append rows to args.out; return the rows."""
-    from ..cli import load_from_args, method_params
+    """Load the data set once, check the whole sweep, run (or resume) it, append rows to args.out; return the rows.
+
+    Everything is validated before Ray starts (`preflight.check_sweep`). Ray's own console output goes to
+    OUTDIR/sweep.log and Ray's session logs unless the log level is DEBUG (-v).
+    """
+    from ..cli import load_from_args, log_level_of, method_params
     from ..data import resolve_classes
+    from .preflight import check_sweep, is_remote
+    from .raylog import ray_console
     from .tune import classes_summary, run_sweep
 
-    if not 0 < args.val_fraction < 1:
-        raise ValueError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
     params = method_params(args)
+    params["progress"] = False  # trials train in Ray workers: no bars there
+    args.grid_search, args.k_search = list(grids), list(ks)
     ds = load_from_args(args)
     classes = resolve_classes(ds, args.classes)
-    storage = args.storage_path or os.path.join(os.path.abspath(args.out), "ray")
-    print(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
-          f"{tuple(ds.train_images.shape[1:])}; results -> {args.out}", flush=True)
-    with ray_session(args.ray_address, local=getattr(args, "local", False) or not args.ray_address,
-                     num_cpus=args.num_cpus):
+    storage = storage_of(args)
+    storage = storage if is_remote(storage) else os.path.abspath(os.path.expanduser(storage))
+    check_sweep(args, ds, classes, params=params, storage=storage)
+    log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
+             f"{tuple(ds.train_images.shape[1:])}; results -> {args.out}")
+    verbose = log_level_of(args) == "DEBUG"  # -v: Ray's own output on the console too
+    log_file = os.path.join(args.out, "sweep.log")
+    with ray_console(log_file, verbose=verbose), \
+            ray_session(args.ray_address, local=getattr(args, "local", False) or not args.ray_address,
+                        num_cpus=args.num_cpus, log_to_driver=verbose):
+        if not verbose:
+            log.info(f"Ray's own messages: {log_file}; Ray workers' logs: {ray_session.log_dir or 'Ray session logs'}")
         rows = run_sweep(
             ds, classes=classes, methods=args.methods, grids=grids, ks=ks, params=params, seed=args.seed,
             val_fraction=args.val_fraction, num_workers=args.num_workers, use_gpu=args.use_gpu,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
             name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
-            max_failures=args.max_failures, out=args.out,
+            max_failures=args.max_failures, out=args.out, verbose=1 if verbose else 0,
             driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
         )
     print(classes_summary(rows))
-    print(f"{len(rows)} rows ({sum(r['selected'] for r in rows)} selected) in {os.path.join(args.out, 'results.parquet')}; "
-          f"checkpoints and Tune state in {storage}")
+    log.info(f"{len(rows)} rows ({sum(r['selected'] for r in rows)} selected) in "
+             f"{os.path.join(args.out, 'results.parquet')}; checkpoints and Tune state in {storage}")
     return rows
 
 
 def run_sweep_command(args) -> int:
     """`mtssad sweep`: the sweep, then the report."""
+    from ..errors import EXIT_INCOMPLETE
     from .tune import SweepIncomplete
 
     try:
         run_sweep_from_args(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
     except SweepIncomplete as e:
-        print(f"mtssad sweep: incomplete: {e}; e.g. `mtssad sweep --resume` with the same flags", file=sys.stderr)
-        return 1
+        print(f"mtssad sweep: incomplete: {e}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     from ..report import render_report
 
     print(f"report: {render_report(args.out)}")

@@ -24,12 +24,14 @@ CPUs (and GPUs) allow. On 2 CPUs: 1 trial with workers of 0.5 CPU (no deadlock).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
 
 from ..transforms import check_image_fits
 
+log = logging.getLogger(__name__)
 CONFIG_KEY = "detector_config"  # the row's `config` column travels under this name through Tune
 
 def _grid_tuple(grid) -> tuple[int, int]:
@@ -125,7 +127,7 @@ def select_by_validation(rows: list[dict], by=("dataset", "normal_class", "metho
 
 
 class _Progress:
-    """A Tune callback printing 'trial 3/8 done: ...' as trials finish (built lazily: ray.tune.Callback)."""
+    """A Tune callback logging 'trial 3/8 done: ...' as trials finish (built lazily: ray.tune.Callback)."""
 
     @staticmethod
     def make(total: int, already_done: int = 0):
@@ -141,12 +143,11 @@ class _Progress:
                 what = f"{sp.get('method')} class {r.get('normal_class', sp.get('normal_class'))}"
                 if sp.get("grid"):
                     what += f" grid {sp['grid']} k {sp['k']}"
-                print(f"trial {self.done}/{total} done: {what}: val AUROC {r.get('val_auroc', float('nan')):.3f}, "
-                      f"test AUROC {r.get('auroc', float('nan')):.3f} ({r.get('train_seconds', 0):.0f}s)",
-                      flush=True)
+                log.info(f"trial {self.done}/{total} done: {what}: val AUROC {r.get('val_auroc', float('nan')):.3f}, "
+                         f"test AUROC {r.get('auroc', float('nan')):.3f} ({r.get('train_seconds', 0):.0f}s)")
 
             def on_trial_error(self, iteration, trials, trial, **info):
-                print(f"trial {trial.trial_id} failed: {trial.config.get('spec')}", flush=True)
+                log.warning(f"trial {trial.trial_id} failed: {trial.config.get('spec')}")
 
         return Progress()
 
@@ -186,7 +187,7 @@ def plan_resources(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_
 
 
 class SweepIncomplete(RuntimeError):
-    """Some trials did not finish (error or interruption); rerun with resume=True to finish only those."""
+    """Some trials did not finish (error or interruption); rerun with --resume (resume=True) to finish only those."""
 
 
 def _abs_storage(path: str) -> str:
@@ -227,14 +228,14 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     specs, skipped = sweep_trials(classes, list(methods), list(grids), list(ks),
                                   image_side=tuple(dataset.train_images.shape[2:]), margin=margin)
     for m, g, k, why in skipped:
-        print(f"skipping {m} grid {g} k {k}: {why}")
+        log.warning(f"skipping {m} grid {g} k {k}: {why}")
     if not specs:
         raise ValueError("no valid trial: every (grid, k) combination was skipped")
     plan = plan_resources(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus,
                           max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources())
     if plan["note"]:
-        print(plan["note"])
+        log.warning(plan["note"])
     storage = _abs_storage(storage_path)
     settings = dict(params=params, seed=seed, val_fraction=val_fraction, num_workers=num_workers, use_gpu=use_gpu,
                     resources_per_worker=plan["resources_per_worker"], train_storage=f"{storage}/{name}-train",
@@ -244,15 +245,17 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
         {"CPU": driver_cpus, **(driver_resources or {})},
     )
     exp = f"{storage}/{name}"
-    print(f"sweep {name}: {len(specs)} trials ({len(classes)} class(es)), up to {plan['max_concurrent_trials']} "
-          f"at once, workers {num_workers} x {plan['resources_per_worker']}; experiment {exp}", flush=True)
+    log.info(f"sweep {name}: {len(specs)} trials ({len(classes)} class(es)), up to {plan['max_concurrent_trials']} "
+             f"at once, workers {num_workers} x {plan['resources_per_worker']}; experiment {exp}")
     progress = _Progress.make(len(specs))
     if ray.tune.Tuner.can_restore(exp):
         if not resume:
-            raise ValueError(f"a sweep already exists at {exp}; pass resume=True to finish it, or another name")
+            raise ValueError(f"a sweep already exists at {exp}: pass --resume (resume=True in Python) to finish it, "
+                             "or another --experiment-name (name=)")
         if not driver_resources:
-            print("note: resumed trials all start at once (Tune ignores max_concurrent_trials for them); "
-                  "pass driver_resources={'TRAIN_DRIVER': 1} on a cluster declaring TRAIN_DRIVER to cap them")
+            log.info("note: resumed trials all start at once (Tune ignores max_concurrent_trials for them); "
+                     "pass --driver-resource TRAIN_DRIVER (driver_resources={'TRAIN_DRIVER': 1}) on a cluster "
+                     "declaring TRAIN_DRIVER to cap them")
         tuner = ray.tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = ray.tune.Tuner(
@@ -276,7 +279,8 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     missing = len(specs) - len(rows)  # an interrupted sweep may not have created every trial yet
     if missing:
         raise SweepIncomplete(f"{missing} of {len(specs)} trials did not finish ({'; '.join(problems[:5]) or 'not started'}); "
-                              f"finished trials are kept: rerun with resume (same storage path and name) to run only the rest")
+                              f"finished trials are kept: rerun the same command with --resume (resume=True in Python; same "
+                              f"storage path and name) to run only the rest")
     rows = select_by_validation(sorted(rows, key=lambda r: (str(r["normal_class"]), r["method"],
                                                             str(r.get("grid")), r.get("k") or 0)))
     if out is not None:

@@ -24,7 +24,18 @@ class MethodSpec:
     description: str
 
 
-METHODS: dict[str, MethodSpec] = {}
+class _Registry(dict):
+    """name -> MethodSpec; a lookup of a name not registered yet imports the baselines first (they load lazily)."""
+
+    def __missing__(self, name: str) -> MethodSpec:
+        if not _loaded:
+            _load_builtin()
+            if dict.__contains__(self, name):
+                return dict.__getitem__(self, name)
+        raise KeyError(name)
+
+
+METHODS: dict[str, MethodSpec] = _Registry()
 
 
 def register_method(name: str, *, neural: bool, uses_jigsaw: bool = False, description: str = ""):
@@ -35,9 +46,13 @@ def register_method(name: str, *, neural: bool, uses_jigsaw: bool = False, descr
     return deco
 
 
-def method_names() -> list[str]:
-    _load_builtin()
-    return list(METHODS)
+def method_names(*, load: bool = True) -> list[str]:
+    """Every registered name. load=False does not import the baselines (torch, sklearn): `mtssad --help` stays fast."""
+    if load:
+        _load_builtin()
+    if _loaded:
+        return list(METHODS)
+    return list(METHODS) + [n for names in _BUILTIN_MODULES.values() for n in names if n not in METHODS]
 
 
 def make_method(name: str, **params):
@@ -90,7 +105,8 @@ register_method("jigsaw", neural=True, uses_jigsaw=True,
                 description="jigsaw head only (Table 4 ablation)")(_multitask(("jigsaw",)))
 register_method("rotnet", neural=True, description="rotation head only (RotNet, the OOD table)")(_multitask(("rotation",)))
 
-_BUILTIN_MODULES = ("mhrot", "geotrans", "pixels")  # modules that register more methods on import (baselines)
+# modules that register more methods on import (baselines) -> the names they register (a test keeps this true)
+_BUILTIN_MODULES = {"mhrot": ("mhrot",), "geotrans": ("geotrans",), "pixels": ("ocsvm", "iforest")}
 _loaded = False
 
 
