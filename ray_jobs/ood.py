@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     from mtssad.distributed.train import train_detector_ddp
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
-    from mtssad.protocols import describe_config
+    from mtssad.protocols import describe_config, ood_data_identity
     from mtssad.results import ResultsStore, run_name
 
     args = parse_args(argv)
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                         for c in df.columns if c.startswith("score_")})
             row.update(describe_config(m, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}", normal_class="all",
                        seed=args.seed, split="ood", n_train=len(ds_in.train_images), n_test=len(X_test),
-                       train_seconds=det.train_seconds_)
+                       train_seconds=det.train_seconds_, data=ood_data_identity(ds_in, ds_out))
             store.write_scores(run_name(row), df.rename(columns={"label": "is_normal"}))
             store.append([row])
             print(f"{row['dataset']} / {m}: AUROC {100 * row['auroc']:.1f}; detector {path}", flush=True)

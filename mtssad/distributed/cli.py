@@ -90,12 +90,13 @@ def ray_session(address: str | None = None, *, local: bool = False, num_cpus: in
 
 def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
     """Load the data set once, run (or resume) the sweep, append rows to args.out; return the rows."""
-    from ..cli import load_from_args, method_params
+    from ..cli import check_tasks_flag, load_from_args, method_params
     from ..data import resolve_classes
     from .tune import classes_summary, run_sweep
 
     if not 0 < args.val_fraction < 1:
         raise ValueError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
+    check_tasks_flag(args)
     params = method_params(args)
     ds = load_from_args(args)
     classes = resolve_classes(ds, args.classes)
