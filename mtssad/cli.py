@@ -136,8 +136,8 @@ def _check_methods_params(args, params) -> None:
     for m in args.methods:
         if METHODS[m].neural:
             if args.epochs < 1:
-                raise ValueError(f"--epochs must be >= 1 (with {args.epochs} the network is never trained and its "
-                                 f"scores would be stored as a result); got {args.epochs}")
+                raise ValueError("--epochs must be >= 1: with 0 epochs the network is never trained and its scores "
+                                 f"would be stored as a result; got {args.epochs}")
             make_method(m, **params)  # validates the DetectorConfig
             if trains_jigsaw(m, params):
                 try:

@@ -294,18 +294,24 @@ def _data_notes(df: pd.DataFrame) -> dict[tuple, str]:
     return notes
 
 
+def _ours(path: Path) -> bool:
+    """Whether `path` is free or a report mtssad wrote (its first line is MARKER)."""
+    if not path.exists():
+        return True
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline().rstrip("\n") in (MARKER, _OLD_FIRST_LINE)
+
+
 def _report_path(outdir: Path) -> Path:
     """OUTDIR/report.md unless a report.md not written by mtssad is there (then OUTDIR/mtssad-report.md)."""
-    for path in (outdir / "report.md", outdir / "mtssad-report.md"):
-        if not path.exists():
-            return path
-        with open(path, encoding="utf-8", errors="replace") as f:
-            first = f.readline().rstrip("\n")
-        if first in (MARKER, _OLD_FIRST_LINE):
-            return path
-        log.warning("%s was not written by mtssad (its first line is not mtssad's marker): left untouched", path)
-    raise ResultsFileError(f"{outdir}: report.md and mtssad-report.md both exist and were not written by mtssad; "
-                           "move one aside to get a report")
+    path, alt = outdir / "report.md", outdir / "mtssad-report.md"
+    if _ours(path):
+        return path
+    if not _ours(alt):
+        raise ResultsFileError(f"{outdir}: report.md and mtssad-report.md both exist and were not written by mtssad; "
+                               "move one aside to get a report")
+    log.warning("%s was not written by mtssad (no marker line): left untouched; the report goes to %s", path, alt.name)
+    return alt
 
 
 def render_report(outdir, *, plots: bool = True) -> Path:

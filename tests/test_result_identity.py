@@ -20,7 +20,7 @@ from mtssad.protocols import data_identity
 from mtssad.results import ResultsFileError, ResultsStore, row_key, run_name
 
 # digits at 16 px, a 2x2 jigsaw, one short epoch: a run takes a second or two
-TINY = ["--max-test", "120", "--side", "16", "--grid", "2", "2", "--margin", "1", "--epochs", "1", "--min-steps", "0",
+TINY = ["--max-test", "60", "--side", "16", "--grid", "2", "2", "--margin", "1", "--epochs", "1", "--min-steps", "0",
         "--batch-size", "16", "--backbone", "wrn-10-1", "--quiet"]
 
 
@@ -283,8 +283,8 @@ def test_huge_grid_fails_fast_naming_the_side(tmp_path, capsys):
 
 def test_bad_flag_combinations_are_refused_before_anything_runs(tmp_path, capsys):
     cases = [
-        (["--epochs", "0"], "--epochs must be >= 1 (with 0 the network is never trained and its scores would be "
-                            "stored as a result); got 0"),
+        (["--epochs", "0"], "--epochs must be >= 1: with 0 epochs the network is never trained and its scores would "
+                            "be stored as a result; got 0"),
         (["--methods", "jigsaw", "--tasks", "rotation"], "--tasks chooses the heads of --methods ours only; jigsaw "
                                                           "train(s) fixed heads: drop --tasks, or run jigsaw in a separate command"),
         (["--tasks", "color"], "unknown task 'color'"),
@@ -298,3 +298,13 @@ def test_bad_flag_combinations_are_refused_before_anything_runs(tmp_path, capsys
 def _png(path: Path, value, size=(12, 12)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("L", size, int(value) % 256).save(path)
+
+
+def test_sweep_gives_ours_without_a_jigsaw_head_one_trial_per_class():
+    from mtssad.distributed.tune import sweep_trials
+
+    specs, skipped = sweep_trials([0, 1], ["ours"], ["2x2", "3x3", "3000x3000"], [3], image_side=(16, 16), margin=1,
+                                  params={"tasks": ("rotation",)})
+    assert specs == [{"normal_class": c, "method": "ours", "grid": None, "k": None} for c in (0, 1)] and not skipped
+    specs, skipped = sweep_trials([0], ["ours"], ["2x2", "3000x3000"], [3], image_side=(16, 16), margin=1)
+    assert [s["grid"] for s in specs] == ["2x2"] and "too small for a 3000x3000 jigsaw grid" in skipped[0][3]
