@@ -1,6 +1,6 @@
 """Profile of the two hot paths (scoring a batch, one training step) and the fix it led to.
 
-torch.profiler's top operators for ours' default plan (10 variants per image) on
+torch.profiler's top operators for ours' default plan (11 variants per image) on
 1x32x32 images (digits' shape), WRN-10-1 and WRN-16-4, then the before/after timing
 of the change the profile pointed at: NCHW (before) vs channels_last (after,
 `DetectorConfig.channels_last`, the default), timed alternately in one process so
@@ -104,7 +104,7 @@ def main() -> None:
         ["backbone", "path", "images", "variants", "nchw_ms", "channels_last_ms", "speedup"],
         title="Hot-path profile: NCHW (before) vs channels_last (after), CPU",
         settings={"quick": args.quick, "image_shape": list(IMAGE_SHAPE), "threads": args.threads,
-                  "plan": "ours default: v, h, rot, 3x3 jigsaw k=3 (10 variants)"},
+                  "plan": "ours default: v, h, rot, 3x3 jigsaw k=3 (11 variants)"},
         notes=notes + ["times: median of alternating runs in one process; speedup = nchw / channels_last"],
     )
 

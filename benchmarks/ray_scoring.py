@@ -1,6 +1,6 @@
 """Ray Data scoring throughput (`score_with_ray_data`) vs local `score_samples`, 1 and 2 actors.
 
-One saved WRN-10-1 detector (ours: 10 variants; fitted with 0 epochs, so UNTRAINED
+One saved WRN-10-1 detector (ours: 11 variants; fitted with 0 epochs, so UNTRAINED
 weights, calibrated on 64 images; throughput does not depend on the weights) scores
 the same N digits images (1x32x32 uint8, the training split tiled to N) three ways,
 in one process and one local Ray with 2 CPUs, repeats round-robin:
@@ -129,7 +129,7 @@ def main() -> None:
          "load_avg_1min"],
         title="Scoring throughput: Ray Data actors vs local score_samples",
         settings={"quick": args.quick, "images": n, "image_shape": [1, 32, 32], "repeats": repeats, "batch": BATCH,
-                  "backbone": "wrn-10-1", "method": "ours (10 variants)", "threads": args.threads, "ray_cpus": 2,
+                  "backbone": "wrn-10-1", "method": "ours (11 variants)", "threads": args.threads, "ray_cpus": 2,
                   "weights": "untrained (fitted with 0 epochs, then saved; throughput does not depend on them)",
                   "torch_threads_in_ray_actors": threads},
         notes=[

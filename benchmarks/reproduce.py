@@ -25,7 +25,7 @@ from mtssad.cli import main as mtssad_main
 
 HERE = Path(__file__).resolve().parent
 ALL_METHODS = ["ours", "geometric", "jigsaw", "rotnet", "mhrot", "geotrans", "ocsvm", "iforest"]
-CPU_SCALE = {"--backbone": "wrn-10-1", "--epochs": "3"}
+CPU_SCALE = {"--backbone": "wrn-10-1", "--epochs": "3", "--min-steps": "300"}
 PAPER_SCALE = {"--backbone": "wrn-16-4", "--epochs": "15", "--device": "cuda"}
 # Per data set: extra flags at CPU scale (subsets keep a 10-class run within minutes per method).
 CPU_DATA = {"digits": [], "glyphs": ["--classes", "DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique",
@@ -70,7 +70,7 @@ def run(args) -> int:
         if code != 0:
             return code
         settings = (f"Settings: `mtssad {' '.join(argv)}`  \n"
-                    f"Scale: {'paper (WRN-16-4, GPU)' if args.paper_scale else 'CPU: WRN-10-1, 3 epochs, data subsets as listed'}; "
+                    f"Scale: {'paper (WRN-16-4, GPU)' if args.paper_scale else 'CPU: WRN-10-1, 3 epochs and at least 300 steps, data subsets as listed'}; "
                     f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
                     f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; "
                     f"wall time of this invocation {wall:.0f} s (rows already present were skipped, see train/score seconds)."

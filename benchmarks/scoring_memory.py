@@ -75,7 +75,7 @@ def main() -> None:
          "score_seconds"],
         title="Peak RSS while scoring: streaming keeps it flat",
         settings={"quick": args.quick, "runs_per_size": runs, "image_shape": list(SHAPE), "backbone": "wrn-10-1", "score_batch_size": BATCH,
-                  "method": "ours (10 variants)", "threads": args.threads},
+                  "method": "ours (11 variants)", "threads": args.threads},
         notes=[f"median-run peak RSS {sizes[1]} vs {sizes[0]} images: {ratio:.3f}x ({'flat' if ratio < 1.1 else 'NOT flat'}); "
                "the image array itself is included in RSS"],
     )

@@ -1,7 +1,7 @@
 """Training throughput: the local loop vs Ray Train (TorchTrainer, DDP) with 1 and 2 workers.
 
 WRN-10-1 on scikit-learn digits upscaled to 1x32x32 (the first N training images,
-batch 32, 10 variants per image). Three ways, same data, config and machine, in one
+batch 32, 11 variants per image). Three ways, same data, config and machine, in one
 process and one local Ray (2 CPUs), repeats round-robin so a change in load hits
 every way alike (the order rotates each repeat; an untimed warm-up fit goes first):
 

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import HEAD_SELECTIONS, SCORE_NORMS, DetectorConfig
+from .config import HEAD_SELECTIONS, SCORE_NORMS
 
-DEFAULTS = dict(backbone="wrn-10-1", epochs=10, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
+DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=300, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
 
 
 def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits") -> None:
@@ -52,10 +52,10 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
                    help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or geometric = "
                         "the first three); refused with the other methods, whose heads are fixed (default: geometric jigsaw)")
     g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, >= 1 (default: %(default)s)")
-    g.add_argument("--min-steps", type=int, default=DetectorConfig.min_steps,
-                   help="optimizer steps a fit never goes below: whole epochs are added to --epochs until reached, "
-                        "so small classes still train; 0 = exactly --epochs (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, at least; >= 1 (default: %(default)s)")
+    g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
+                   help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
+                        "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
     g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
@@ -96,7 +96,8 @@ def load_from_args(args, name: str | None = None, root: str | None = None, chann
 
     return load_dataset(name or args.dataset, root if root is not None else args.data_root, side=args.side,
                         channels=channels if channels is not None else args.channels, max_train=args.max_train,
-                        max_train_per_class=getattr(args, "max_train_per_class", None), max_test=args.max_test, seed=args.seed, test_fraction=args.test_fraction,
+                        max_train_per_class=getattr(args, "max_train_per_class", None), max_test=args.max_test,
+                        seed=args.seed, test_fraction=args.test_fraction,
                         skip_bad_images=args.skip_bad_images, crop_bbox=args.crop_bbox)
 
 

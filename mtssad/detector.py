@@ -140,13 +140,16 @@ class MultiTaskDetector:
             X_val = check_images(X_val, expected_shape=self.image_shape_, name="X_val")
             y_val = check_labels(y_val, len(X_val), name="y_val")
         self._check_selection_data(y_val)
+        acc = None
         if self.config.bn_recalibration:
             recalibrate_batchnorm(self.model_, self.plan_, X, batch_size=self.config.score_batch_size, device=self.device_)
+            if X_val is not None:
+                acc = self._record_final_diagnostic(X_val, y_val)
         trained = [h.name for h in self.plan_.heads]
         heads = [h for h in self.config.heads_for_score if h in trained] or trained  # GeoTrans: one joint head
         self.head_verdicts_ = {}
-        if self.config.head_selection == "diagnostic":  # one extra pass over X_val, only when asked for
-            self.head_verdicts_ = self._head_verdicts(X_val, y_val)
+        if self.config.head_selection == "diagnostic":
+            self.head_verdicts_ = self._head_verdicts(X_val, y_val, acc)
             heads = select_heads({h: self.head_verdicts_[h] for h in heads})
         self.selected_heads_ = tuple(heads)
         ref = X
@@ -161,9 +164,29 @@ class MultiTaskDetector:
         self.offset_ = self.threshold_
         return self
 
-    def _head_verdicts(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict[str, str]:
-        """head -> task-suitability verdict on the held-out data, with the final (recalibrated) network."""
+    def _record_final_diagnostic(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
+        """The diagnostic of the network that is scored: held-out head accuracies after BatchNorm recalibration.
+
+        They replace the last epoch's entries in history_ (which the report and head selection read);
+        the last epoch's running-statistics values stay beside them as acc_val_*_running_bn/<head>.
+        Earlier epochs keep their running-statistics values (one recalibration per epoch would
+        cost a pass over the training variants each).
+        """
         acc = self._validation_accuracy(X_val, y_val)
+        history = getattr(self, "history_", None)
+        if history:
+            last = history[-1]
+            for key in [k for k in last if k.startswith(("acc_val_normal/", "acc_val_anomaly/"))]:
+                kind, head = key.split("/", 1)
+                last[f"{kind}_running_bn/{head}"] = last.pop(key)
+            last.update(acc)
+            last["diagnostic"] = "after_bn_recalibration"
+        return acc
+
+    def _head_verdicts(self, X_val: torch.Tensor, y_val: np.ndarray, acc: dict | None = None) -> dict[str, str]:
+        """head -> task-suitability verdict on the held-out data, with the final (recalibrated) network."""
+        if acc is None:
+            acc = self._validation_accuracy(X_val, y_val)
         return {h.name: head_verdict(acc.get(f"acc_val_normal/{h.name}"), acc.get(f"acc_val_anomaly/{h.name}"),
                                      h.num_classes) for h in self.plan_.heads}
 

@@ -1,8 +1,9 @@
 """Normality scores (eq. 5-6) computed batch by batch.
 
 For head i with labelled variants T_1..T_m: s_i(x) = sum_j softmax(f_i(T_j(x)))[label_j].
-A plan holds each distinct input once (the identity serves every head), so the
-default plan costs 1 + 2 + 2 + 3 + (k - 1) = 10 forward passes per image.
+A plan holds each distinct input once (the raw image serves every geometric head;
+the jigsaw's identity class is its own identity puzzle), so the default plan costs
+1 + 2 + 2 + 3 + k = 8 + k = 11 forward passes per image.
 Images are streamed: at most `batch_size` originals (times V variants) are in
 memory at once.
 """

@@ -94,6 +94,15 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[tor
     return batches
 
 
+def planned_epochs(steps_per_epoch: int, config: DetectorConfig) -> int:
+    """The step budget (METHOD.md): `config.epochs`, plus whole epochs until `config.min_steps` optimizer steps.
+
+    A digits class of ~100 images gets 4 steps an epoch: 3 epochs would be 12 SGD steps where the
+    paper's classes get thousands. Big classes are unaffected (their epochs already exceed min_steps).
+    """
+    return max(config.epochs, math.ceil(config.min_steps / max(1, steps_per_epoch)))
+
+
 def run_epoch(model, plan, images: torch.Tensor, optimizer, scheduler, *, batch_size: int, device: torch.device,
               generator: torch.Generator, amp: bool = False, bar=None) -> dict:
     """One pass over `images`; returns mean loss and per-head training accuracy."""
@@ -118,16 +127,17 @@ def run_epoch(model, plan, images: torch.Tensor, optimizer, scheduler, *, batch_
 
 def fit_epochs(model, plan, images: torch.Tensor, config: DetectorConfig, *, device: torch.device,
                generator: torch.Generator, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """The local training loop: `config.epochs` epochs, cosine lr, tqdm progress, history per epoch."""
+    """The local training loop: `planned_epochs` epochs, cosine lr over the real total steps, tqdm, history per epoch."""
     from tqdm.auto import tqdm
 
     optimizer = make_optimizer(model, config)
     steps = len(batch_order(len(images), config.batch_size, torch.Generator().manual_seed(0)))
-    scheduler = make_scheduler(optimizer, steps * config.epochs)
+    epochs = planned_epochs(steps, config)
+    scheduler = make_scheduler(optimizer, steps * epochs)
     history = []
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         t0 = time.perf_counter()
-        with tqdm(total=len(images), desc=f"epoch {epoch + 1}/{config.epochs}", unit="img",
+        with tqdm(total=len(images), desc=f"epoch {epoch + 1}/{epochs}", unit="img",
                   disable=not config.progress, leave=False) as bar:
             stats = run_epoch(model, plan, images, optimizer, scheduler, batch_size=config.batch_size,
                               device=device, generator=generator, amp=config.amp, bar=bar)

@@ -1,11 +1,17 @@
 """Pretext transforms, batched on (N, C, H, W) tensors on any device.
 
-A `Task` makes the non-identity variants of a batch for one head. A `Plan`
-lays out every distinct input the network sees for one original image and the
-label each head must predict for it (-1 = that head does not score that input):
+A `Task` makes the variants of a batch for one head. A `Plan` lays out every
+distinct input the network sees for one original image and the label each head
+must predict for it (-1 = that head does not score that input):
 
-    ours (defaults): variant 0 = identity (label 0 for every head), then
-    v -t, v +t, h -t, h +t, rot 90/180/270, jigsaw perm 1..k-1  -> 10 variants, 13 labels.
+    ours (defaults): variant 0 = the raw image (label 0 for v, h and rot), then
+    v -t, v +t, h -t, h +t, rot 90/180/270, then the jigsaw puzzles of perm 0..k-1
+    (perm 0 = the identity puzzle: patches cut with margins, placed in their own
+    order)  -> 8 + k = 11 variants, 13 labels.
+
+The geometric heads share the raw image as their identity input; the jigsaw head
+does not: a raw-image class would be told apart from the puzzles by the margin
+grid alone ("grid or no grid"), on normal and anomalous images alike.
 
 Composed plans (MHRot's 36, GeoTrans's 72) apply tasks one after another.
 Nothing here loops over images: translations slice one padded tensor,
@@ -30,6 +36,9 @@ class Task:
 
     name: str
     num_classes: int
+    # True when class 0 is the raw image (shared by every such head in a plan, computed once);
+    # False when the task's identity class is itself a transformed input (the jigsaw's identity puzzle).
+    raw_identity: bool = True
 
     def variants(self, x: torch.Tensor, *, train: bool, generator: torch.Generator | None) -> torch.Tensor:
         """(N, C, H, W) -> (num_classes - 1, N, C, H, W): the non-identity transforms in class order."""
@@ -106,10 +115,12 @@ class Jigsaw(Task):
     Target cell p receives the patch of source cell perm[p]. Source patches sit at a
     random offset in [0, margin] per image and cell when training, at margin // 2 when
     evaluating; they are placed at margin // 2 inside their target cell. Pixels not
-    covered by a patch take the image's per-channel mean.
+    covered by a patch take the image's per-channel mean. Every class is a puzzle, the
+    identity (class 0) included: same margins, same offsets, patches in their own order.
     """
 
     name = "jigsaw"
+    raw_identity = False
 
     def __init__(self, grid: tuple[int, int], permutations: torch.Tensor, margin: int, side: tuple[int, int]):
         self.grid, self.margin = grid, margin
@@ -134,10 +145,19 @@ class Jigsaw(Task):
         self._W = W
 
     def variants(self, x, *, train=False, generator=None):
+        """(N, C, H, W) -> (k - 1, N, C, H, W): the non-identity puzzles."""
+        return self.all_variants(x, train=train, generator=generator)[1:]
+
+    def all_variants(self, x, *, train=False, generator=None):
+        """(N, C, H, W) -> (k, N, C, H, W): the puzzles of every permutation, identity puzzle first.
+
+        One set of random patch offsets per image serves all k puzzles, so the classes differ
+        only in the patch order.
+        """
         N, C, H, W = x.shape
         P = self.permutations.shape[1]
         dev = x.device
-        perms = self.permutations[1:].to(dev)  # (k-1, P)
+        perms = self.permutations.to(dev)  # (k, P)
         if train and self.margin > 0:
             gen_dev = generator.device if generator is not None else torch.device("cpu")
             off = torch.randint(0, self.margin + 1, (2, N, P), generator=generator, device=gen_dev).to(dev)
@@ -147,17 +167,17 @@ class Jigsaw(Task):
         src_start = self._cell_origin.to(dev) + off[0] * W + off[1]
         # Source flat indices of patch pixels, per image and source cell: (N, P, L).
         src = src_start.unsqueeze(-1) + self._within.to(dev)
-        # For each permutation, target cell p reads source cell perm[p]: (k-1, N, P, L).
+        # For each permutation, target cell p reads source cell perm[p]: (k, N, P, L).
         src = src[:, perms].permute(1, 0, 2, 3)
-        K1, L = perms.shape[0], src.shape[-1]
+        K, L = perms.shape[0], src.shape[-1]
         flat = x.flatten(2)  # (N, C, H*W)
-        src_idx = src.reshape(K1, N, 1, P * L).expand(K1, N, C, P * L)
-        vals = torch.gather(flat.unsqueeze(0).expand(K1, N, C, H * W), 3, src_idx)  # (k-1, N, C, P*L)
+        src_idx = src.reshape(K, N, 1, P * L).expand(K, N, C, P * L)
+        vals = torch.gather(flat.unsqueeze(0).expand(K, N, C, H * W), 3, src_idx)  # (k, N, C, P*L)
         mean = flat.mean(dim=2, keepdim=True)  # (N, C, 1)
-        canvas = mean.unsqueeze(0).expand(K1, N, C, H * W).clone()  # (k-1, N, C, H*W)
-        tgt_idx = self._target.to(dev).reshape(1, 1, 1, P * L).expand(K1, N, C, P * L)
+        canvas = mean.unsqueeze(0).expand(K, N, C, H * W).clone()  # (k, N, C, H*W)
+        tgt_idx = self._target.to(dev).reshape(1, 1, 1, P * L).expand(K, N, C, P * L)
         canvas.scatter_(3, tgt_idx, vals)
-        return canvas.view(K1, N, C, H, W)
+        return canvas.view(K, N, C, H, W)
 
 
 @dataclass
@@ -198,15 +218,23 @@ class Plan:
 
 
 def multitask_plan(tasks: list[Task]) -> Plan:
-    """The paper's plan: each transform alone, the shared identity computed once."""
+    """The paper's plan: each transform alone; the raw image, identity of every raw-identity head, once.
+
+    Variants: [raw image if any task has a raw identity] + each raw-identity task's m - 1
+    others + each other task's m (its identity is a transformed input of its own).
+    """
+    shared = any(t.raw_identity for t in tasks)
 
     def maker(x, *, train, generator):
-        parts = [x.unsqueeze(0)] + [t.variants(x, train=train, generator=generator) for t in tasks]
-        return torch.cat(parts, dim=0)  # (1 + sum(m_i - 1), N, C, H, W)
+        parts = [x.unsqueeze(0)] if shared else []
+        for t in tasks:
+            make = t.variants if t.raw_identity else t.all_variants
+            parts.append(make(x, train=train, generator=generator))
+        return torch.cat(parts, dim=0)  # (V, N, C, H, W)
 
-    rows = [[0] * len(tasks)]
+    rows = [[0 if t.raw_identity else -1 for t in tasks]] if shared else []
     for i, task in enumerate(tasks):
-        for j in range(1, task.num_classes):
+        for j in range(1 if task.raw_identity else 0, task.num_classes):
             rows.append([j if h == i else -1 for h in range(len(tasks))])
     heads = [Head(t.name, t.num_classes) for t in tasks]
     return Plan(tasks, heads, torch.tensor(rows, dtype=torch.long), maker)

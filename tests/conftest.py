@@ -6,7 +6,8 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds to loopback only
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-TINY = dict(backbone="wrn-10-1", grid=(2, 2), k=3, margin=1, epochs=2, batch_size=8, progress=False, device="cpu")
+TINY = dict(backbone="wrn-10-1", grid=(2, 2), k=3, margin=1, epochs=2, min_steps=0, batch_size=8, progress=False,
+            device="cpu")  # min_steps=0: tests fit in seconds; the budget rule has its own test
 
 
 def make_images(n, *, kind="normal", side=16, seed=0):

@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -15,29 +16,29 @@ from mtssad.transforms import build_tasks, multitask_plan
 def test_score_is_eq5_eq6_on_stub_head_outputs():
     plan = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
     g = torch.Generator().manual_seed(0)
-    probs = {h.name: torch.rand(10, 2, h.num_classes, generator=g).softmax(-1) for h in plan.heads}
+    probs = {h.name: torch.rand(11, 2, h.num_classes, generator=g).softmax(-1) for h in plan.heads}
     s = head_scores(probs, plan)
     v, hz, r, j = (probs[n] for n in ("vertical", "horizontal", "rotation", "jigsaw"))
     assert torch.allclose(s["vertical"], v[0, :, 0] + v[1, :, 1] + v[2, :, 2])
     assert torch.allclose(s["horizontal"], hz[0, :, 0] + hz[3, :, 1] + hz[4, :, 2])
     assert torch.allclose(s["rotation"], r[0, :, 0] + r[5, :, 1] + r[6, :, 2] + r[7, :, 3])
-    assert torch.allclose(s["jigsaw"], j[0, :, 0] + j[8, :, 1] + j[9, :, 2])
+    assert torch.allclose(s["jigsaw"], j[8, :, 0] + j[9, :, 1] + j[10, :, 2])
 
 
-def test_identity_dedup_equals_naive_13_pass_score(fitted_tiny, tiny_data):
+def test_identity_dedup_equals_naive_13_output_score(fitted_tiny, tiny_data):
     det = fitted_tiny
     X = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
     model = det.model_.eval()
     x = to_model_input(torch.from_numpy(X), torch.device("cpu"))
     per_head = []
     with torch.no_grad():
-        for i, task in enumerate(det.plan_.tasks):  # naive: every transform of every head, identity re-run each time
+        for i, task in enumerate(det.plan_.tasks):  # naive: every transform of every head, raw image re-run each time
             variants = task.all_variants(x, train=False)  # (m, N, C, H, W)
             probs = [model(variants[j])[task.name].softmax(1)[:, j] for j in range(task.num_classes)]
             per_head.append(torch.stack(probs).sum(0))
     naive = torch.stack(per_head).mean(0).numpy()
     assert np.allclose(det.score_samples(X), naive, atol=1e-5)
-    assert det.plan_.num_variants == 1 + 2 + 2 + 3 + 2
+    assert det.plan_.num_variants == 1 + 2 + 2 + 3 + 3  # the jigsaw identity is a puzzle of its own
 
 
 def test_detector_separates_tiny_anomalies_and_loss_decreases(tiny_data):
@@ -156,3 +157,30 @@ def test_import_mtssad_does_not_import_ray():
     code = "import sys, mtssad, mtssad.detector, mtssad.train, mtssad.scoring; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_step_budget_adds_whole_epochs_until_min_steps(tiny_data):
+    from mtssad.train import planned_epochs
+
+    cfg = MultiTaskDetector(**TINY).config
+    assert planned_epochs(4, cfg) == 2  # min_steps=0: the epochs as given
+    cfg.min_steps = 10
+    assert planned_epochs(4, cfg) == 3  # ceil(10 / 4) whole epochs
+    assert planned_epochs(100, cfg) == 2  # big sets: epochs already exceed the budget
+    spe = math.ceil(len(tiny_data["train"]) / 8)  # steps an epoch at batch 8
+    det = MultiTaskDetector(**{**TINY, "epochs": 1, "min_steps": 2 * spe + 1}).fit(tiny_data["train"])
+    assert len(det.history_) == 3  # two epochs fall one step short: a third whole epoch
+    assert det.history_[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine reached 0 at the real last step
+
+
+def test_final_diagnostic_is_measured_after_batchnorm_recalibration(tiny_data):
+    X_val = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
+    y_val = np.r_[np.ones(12), np.zeros(12)].astype(int)
+    det = MultiTaskDetector(**TINY).fit(tiny_data["train"], X_val=X_val, y_val=y_val)
+    last = det.history_[-1]
+    assert last["diagnostic"] == "after_bn_recalibration"
+    assert "acc_val_normal_running_bn/jigsaw" in last  # the pre-recalibration figure is kept beside it
+    again = det._validation_accuracy(torch.from_numpy(X_val), y_val.astype(bool))  # the scored network, now
+    for head in ("vertical", "horizontal", "rotation", "jigsaw"):
+        assert last[f"acc_val_normal/{head}"] == again[f"acc_val_normal/{head}"]
+        assert last[f"acc_val_anomaly/{head}"] == again[f"acc_val_anomaly/{head}"]

@@ -93,18 +93,45 @@ def test_jigsaw_identity_eval_keeps_centre_pixels_and_training_offsets_vary():
 def test_multitask_plan_layout_and_labels():
     tasks = build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (32, 32), k=3)
     plan = multitask_plan(tasks)
-    assert plan.num_variants == 10  # identity once + 2 + 2 + 3 + 2
+    assert plan.num_variants == 11  # raw image once + 2 + 2 + 3, then the jigsaw's 3 puzzles (identity puzzle incl.)
     assert plan.head_names == ("vertical", "horizontal", "rotation", "jigsaw")
-    assert plan.labels[0].tolist() == [0, 0, 0, 0]
+    assert plan.labels[0].tolist() == [0, 0, 0, -1]  # the raw image is no jigsaw class
     assert plan.labels[1].tolist() == [1, -1, -1, -1] and plan.labels[2].tolist() == [2, -1, -1, -1]
     assert plan.labels[5:8, 2].tolist() == [1, 2, 3]
-    assert plan.labels[8:, 3].tolist() == [1, 2]
+    assert plan.labels[8:, 3].tolist() == [0, 1, 2]
     assert int((plan.labels >= 0).sum()) == 13  # 3 + 3 + 4 + 3 labelled outputs
     x = torch.rand(5, 1, 32, 32)
     xv = plan.make(x, train=False)
-    assert xv.shape == (50, 1, 32, 32)
-    assert torch.equal(xv[:5], x)  # variant-major: rows 0..4 are the identity
+    assert xv.shape == (55, 1, 32, 32)
+    assert torch.equal(xv[:5], x)  # variant-major: rows 0..4 are the raw image
     assert torch.equal(xv[5 * 5:5 * 6], torch.rot90(x, 1, dims=(2, 3)))
+    assert torch.equal(xv[5 * 8:5 * 9], tasks[3].all_variants(x, train=False)[0])  # identity puzzle
+    jig_only = multitask_plan(build_tasks(("jigsaw",), (32, 32), k=3))
+    assert jig_only.num_variants == 3 and jig_only.labels[:, 0].tolist() == [0, 1, 2]  # no raw image at all
+
+
+def test_jigsaw_identity_class_is_a_puzzle_with_margins():
+    """Class 0 of the jigsaw head must carry the same margin grid as the shuffled classes (METHOD.md)."""
+    x = torch.rand(2, 1, 12, 12) + 1.0  # no pixel equals the mean by chance
+    jig = Jigsaw((3, 3), jigsaw_permutations(9, 3, 0), margin=2, side=(12, 12))
+    v = jig.all_variants(x, train=False)  # (3, 2, 1, 12, 12)
+    ident = v[0]
+    assert not torch.equal(ident, x)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    gap = torch.zeros(12, 12, dtype=torch.bool)  # cells 4x4, patches 2x2 at offset 1: rows/cols 0 and 3 of a cell
+    for i in range(12):
+        if i % 4 in (0, 3):
+            gap[i, :] = True
+            gap[:, i] = True
+    for puzzle in v:  # identity and shuffles alike: the gaps hold the mean, the patches hold image pixels
+        assert torch.allclose(puzzle[..., gap], mean.expand_as(puzzle)[..., gap])
+        assert not torch.isclose(puzzle[..., ~gap], mean.expand_as(puzzle)[..., ~gap]).any()
+    assert torch.equal(ident[..., ~gap], x[..., ~gap])  # identity: every patch in its own place
+    assert torch.equal(jig.variants(x, train=False), v[1:])
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = jig.all_variants(x, train=True, generator=g1)  # one set of offsets shared by the k puzzles
+    assert torch.equal(a[0].flatten(2).sort(2).values, a[1].flatten(2).sort(2).values)
+    assert torch.equal(a, jig.all_variants(x, train=True, generator=g2))
 
 
 def test_composed_plan_mhrot_36_distinct_and_labelled():
@@ -129,8 +156,10 @@ def test_bad_configs_and_sizes_raise_clear_errors():
         DetectorConfig(grid=(2, 2), k=24)
     with pytest.raises(ValueError, match="at least 2 cells"):
         DetectorConfig(grid=(0, 3))
-    with pytest.raises(ValueError, match="epochs must be an integer >= 0"):
-        DetectorConfig(epochs=-1)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        DetectorConfig(epochs=0)
+    with pytest.raises(ValueError, match="min_steps must be an integer >= 0"):
+        DetectorConfig(min_steps=-1)
     with pytest.raises(ValueError, match="rotation task needs square"):
         build_tasks(("rotation",), (32, 16))
     with pytest.raises(ValueError, match="unknown task"):

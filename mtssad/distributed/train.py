@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from ..config import DetectorConfig
-from ..train import batch_order, make_optimizer, make_scheduler, seed_everything, train_step
+from ..train import batch_order, make_optimizer, make_scheduler, planned_epochs, seed_everything, train_step
 from ..validation import check_images, check_labels
 
 STATE_FILE = "state.pt"
@@ -154,7 +154,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     model = ray.train.torch.prepare_model(det.model_)  # DDP (gloo on CPU, nccl on GPU) when world > 1
     optimizer = make_optimizer(model, config)
     steps = len(shard_batches(len(X), config.batch_size, world, torch.Generator().manual_seed(0)))
-    scheduler = make_scheduler(optimizer, steps * config.epochs)
+    epochs = planned_epochs(steps, config)  # the local loop's step budget
+    scheduler = make_scheduler(optimizer, steps * epochs)
 
     start, history, starts = 0, [], []
     checkpoint = ray.train.get_checkpoint()
@@ -170,7 +171,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         start, history, starts = st["epoch"] + 1, st["history"], st["starts"]
     starts = starts + [start]
 
-    for epoch in range(start, config.epochs):
+    for epoch in range(start, epochs):
         t0 = time.perf_counter()
         if world == 1:
             aug_gen = order_gen  # exactly the local loop's generator use
