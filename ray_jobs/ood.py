@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
     from mtssad.protocols import describe_config, ood_data_identity
-    from mtssad.results import ResultsStore, run_name
+    from mtssad.results import ResultsStore, file_name, run_name
 
     args = parse_args(argv)
     params = method_params(args)
@@ -57,7 +57,9 @@ def main(argv=None) -> int:
                 print(f"{m}: not a neural method; use `mtssad ood` for it")
                 continue
             det = make_method(m, **{**params, "seed": args.seed})
-            name = f"ood-{ds_in.name}-{m}-s{args.seed}"
+            # the Train run (resumed by name) and the detector file are this config's and data selection's only
+            name = file_name(["ood", ds_in.name, m, f"s{args.seed}"],
+                             [describe_config(m, params, det)["config"], ood_data_identity(ds_in, ds_out)])
             det = train_detector_ddp(ds_in.train_images, det, num_workers=args.num_workers, use_gpu=args.use_gpu,
                                      storage_path=storage, name=name, max_failures=args.max_failures)
             path = det.save(os.path.join(args.out, "detectors", f"{name}.pt"))
