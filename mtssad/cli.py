@@ -52,7 +52,7 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
                    help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or geometric = "
                         "the first three); refused with the other methods, whose heads are fixed (default: geometric jigsaw)")
     g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, at least; >= 1 (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, >= 1 (more when --min-steps needs them) (default: %(default)s)")
     g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
                    help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
                         "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: %(default)s)")

@@ -130,7 +130,8 @@ def row_key(row) -> tuple:
     """
     missing = [c for c in KEY_COLUMNS if c not in _OPTIONAL_KEY and (c not in row or _is_null(row[c]))]
     if missing:
-        raise ValueError(f"a result row needs {', '.join(KEY_COLUMNS)}; missing {', '.join(missing)}")
+        needed = [c for c in KEY_COLUMNS if c not in _OPTIONAL_KEY]
+        raise ValueError(f"a result row needs {', '.join(needed)}; missing {', '.join(missing)}")
     data = row.get("data")
     return (str(row["dataset"]), str(row["normal_class"]), str(row["method"]),
             _config_text(row["config"]), "" if _is_null(data) else _config_text(data), int(row["seed"]))
@@ -143,7 +144,7 @@ def _slug(text) -> str:
 def file_name(parts, identity) -> str:
     """A file-safe name: readable ASCII slugs of `parts` joined by '_', then 12 hex digits of sha1(identity).
 
-    The slugs are for people ('cat dog' and 'cat_dog' both read 'cat-dog'/'cat_dog', '猫' reads 'x');
+    The slugs are for people ('cat dog' reads 'cat-dog', as 'cat-dog' does; '猫' and '犬' both read 'x');
     the hash of the exact identity (any JSON-able value) keeps names that slug alike apart.
     """
     digest = hashlib.sha1(json.dumps(identity, ensure_ascii=False, default=str).encode()).hexdigest()[:12]
