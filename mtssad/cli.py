@@ -2,8 +2,9 @@
 
 Every flag is documented with its default (`mtssad <command> --help`).
 Results go to OUTDIR/results.parquet (one row per dataset, class, method,
-config, seed; written atomically after every run, so a killed run loses at most
-the run in progress and a rerun skips finished rows), per-image scores to
+config, data selection, seed; written atomically after every run, so a killed
+run loses at most the run in progress and a rerun with the same flags skips
+finished rows; other data or method flags make new rows), per-image scores to
 OUTDIR/scores/, and a readable OUTDIR/report.md with plots.
 
 Building the parser imports no torch and no Ray (`mtssad --help` is instant); each command
@@ -38,7 +39,13 @@ def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits"
     g.add_argument("--dataset", default=dataset_default, choices=dataset_names(), help="registered data set (default: %(default)s)")
     g.add_argument("--data-root", default=None, help="local copy of the data set, in its standard layout (default: none; digits and glyphs need none)")
     g.add_argument("--classes", nargs="*", default=None, help="normal classes, by index or name (default: every class)")
-    g.add_argument("--max-train", type=int, default=None, help="stratified seeded subset of the training split (default: all)")
+    g.add_argument("--max-train", type=int, default=None,
+                   help="cap on the WHOLE training split, all classes together, before one-vs-all (stratified, seeded): "
+                        "a normal class keeps about its share, e.g. 2000 of 10 classes -> ~200, minus --val-fraction; "
+                        "each row's n_train is what was fitted (default: all)")
+    g.add_argument("--max-train-per-class", type=int, default=None,
+                   help="cap on each class's training images (seeded; after --max-train, before --val-fraction): "
+                        "what one-vs-all runs usually mean by a training size (default: no cap)")
     g.add_argument("--max-test", type=int, default=None, help="stratified seeded subset of the test split (default: all)")
     g.add_argument("--side", type=int, default=32, help="image side in pixels after resizing/padding (default: %(default)s)")
     g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert to 1 (grayscale) or 3 (RGB) channels (default: the data set's own)")
@@ -52,12 +59,14 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("method")
     g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(load=False), help="methods to compare (default: ours)")
-    g.add_argument("--tasks", nargs="+", default=None, help="heads for 'ours' (e.g. geometric, jigsaw, rotation; default: geometric jigsaw)")
+    g.add_argument("--tasks", nargs="+", default=None,
+                   help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or geometric = "
+                        "the first three); refused with the other methods, whose heads are fixed (default: geometric jigsaw)")
     g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, at least (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, >= 1 (more when --min-steps needs them) (default: %(default)s)")
     g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
                    help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
-                        "~100-image class gets 4 steps an epoch (default: %(default)s)")
+                        "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
     g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
@@ -116,7 +125,8 @@ def load_from_args(args, name: str | None = None, root: str | None = None, chann
 
     return load_dataset(name or args.dataset, root if root is not None else args.data_root, side=args.side,
                         channels=channels if channels is not None else args.channels, max_train=args.max_train,
-                        max_test=args.max_test, seed=args.seed, test_fraction=args.test_fraction,
+                        max_train_per_class=getattr(args, "max_train_per_class", None), max_test=args.max_test,
+                        seed=args.seed, test_fraction=args.test_fraction,
                         skip_bad_images=args.skip_bad_images, crop_bbox=args.crop_bbox)
 
 
@@ -131,20 +141,44 @@ def save_run(store, out) -> None:
     store.append([out.row])
 
 
+def check_tasks_flag(args) -> None:
+    """--tasks chooses the heads of the methods that take it; with any other method it is refused, not ignored."""
+    if not args.tasks:
+        return
+    from .config import expand_tasks
+    from .methods import TASKS_METHODS
+
+    expand_tasks(args.tasks)  # unknown head names
+    fixed = [m for m in args.methods if m not in TASKS_METHODS]
+    if fixed:
+        raise ValueError(f"--tasks chooses the heads of --methods {' '.join(TASKS_METHODS)} only; {' '.join(fixed)} "
+                         f"train(s) fixed heads: drop --tasks, or run {' '.join(fixed)} in a separate command")
+
+
 def _check_methods_params(args, params) -> None:
-    """Fail before any training on a bad config (e.g. k too large for the grid)."""
-    from .methods import METHODS, make_method
+    """Fail before any data is loaded or model trained on a bad config (k too large, grid too big for --side)."""
+    from .methods import METHODS, make_method, trains_jigsaw
+    from .transforms import check_image_fits
 
     if params.get("head_selection") == "diagnostic" and args.val_fraction <= 0:
         raise ValueError("--head-selection diagnostic needs a validation split: use --val-fraction > 0")
+    check_tasks_flag(args)
     for m in args.methods:
         if METHODS[m].neural:
+            if args.epochs < 1:
+                raise ValueError("--epochs must be >= 1: with 0 epochs the network is never trained and its scores "
+                                 f"would be stored as a result; got {args.epochs}")
             make_method(m, **params)  # validates the DetectorConfig
+            if trains_jigsaw(m, params):
+                try:
+                    check_image_fits((args.side, args.side), tuple(args.grid), args.margin)
+                except ValueError as e:
+                    raise ValueError(f"--grid {args.grid[0]} {args.grid[1]} does not fit --side {args.side}: {e}") from None
 
 
 def cmd_evaluate(args) -> int:
     from .data import resolve_classes
-    from .protocols import describe_config, one_vs_all
+    from .protocols import data_identity, describe_config, one_vs_all
     from .methods import make_method
     from .results import ResultsStore, row_key
 
@@ -158,11 +192,12 @@ def cmd_evaluate(args) -> int:
     log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of {tuple(ds.train_images.shape[1:])}; "
              f"{len(classes)} normal class(es) x {len(args.methods)} method(s) -> {args.out}")
     done = set() if args.overwrite else store.done_keys()
+    data = data_identity(ds, val_fraction=args.val_fraction)  # the same as one_vs_all's row["data"]
     jobs = [(c, m) for c in classes for m in args.methods]
     t_all = time.perf_counter()
     for i, (c, m) in enumerate(jobs, 1):
         ident = describe_config(m, params, make_method(m, **{**params, "seed": args.seed}))
-        key = row_key({**ident, "dataset": ds.name, "normal_class": ds.class_names[c], "seed": args.seed})
+        key = row_key({**ident, "dataset": ds.name, "normal_class": ds.class_names[c], "seed": args.seed, "data": data})
         if key in done:
             print(f"[{i}/{len(jobs)}] {ds.class_names[c]} / {m}: already in results, skipped")
             continue
@@ -170,7 +205,8 @@ def cmd_evaluate(args) -> int:
         save_run(store, out)
         r = out.row
         print(f"[{i}/{len(jobs)}] {r['normal_class']} / {m}: AUROC {100 * r['auroc']:.1f}  "
-              f"(train {r['train_seconds']:.1f}s, score {r['score_seconds']:.1f}s)", flush=True)
+              f"(fitted on {r['n_train']} normal images; train {r['train_seconds']:.1f}s, score {r['score_seconds']:.1f}s)",
+              flush=True)
     log.info(f"done in {time.perf_counter() - t_all:.0f}s")
     return _finish(args.out)
 
@@ -202,7 +238,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    return _finish(args.outdir)
+    out = Path(args.outdir).expanduser()
+    if not (out / "results.parquet").is_file():  # checked before anything is created: a typo makes no folder
+        what = "no such directory" if not out.exists() else "not a directory" if not out.is_dir() else "no results.parquet in it"
+        raise ValueError(f"{args.outdir}: {what}; expected an output directory of mtssad evaluate, ood or sweep")
+    return _finish(out)
 
 
 def _finish(outdir) -> int:

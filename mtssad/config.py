@@ -40,6 +40,16 @@ def expand_tasks(tasks) -> tuple[str, ...]:
     return tuple(out)
 
 
+def factorial_exceeds(n: int, k: int) -> bool:
+    """Whether n! > k, stopping early: a 3000x3000 grid's (9e6)! would take hours to compute."""
+    f = 1
+    for i in range(2, n + 1):
+        f *= i
+        if f > k:
+            return True
+    return f > k
+
+
 def parse_backbone(name: str) -> tuple[int, int]:
     """'wrn-16-4' -> (16, 4); depth must be 6n+4 (n >= 1 residual blocks per stage)."""
     m = _BACKBONE_RE.match(str(name).lower())
@@ -97,8 +107,8 @@ class DetectorConfig:
             raise ValueError(f"grid must have n_h, n_w >= 1 and at least 2 cells; got {grid}")
         self.grid = grid
         if "jigsaw" in self.tasks:
-            n_perm = math.factorial(grid[0] * grid[1])
-            if not (2 <= self.k < n_perm):
+            if not (2 <= self.k and factorial_exceeds(grid[0] * grid[1], self.k)):
+                n_perm = math.factorial(grid[0] * grid[1])  # small here: n_perm <= k
                 raise ValueError(
                     f"k must satisfy 2 <= k < ({grid[0]}*{grid[1]})! = {n_perm} for a {grid[0]}x{grid[1]} grid; got k={self.k}"
                 )

@@ -8,6 +8,7 @@ other classes' training images), and the test split is only ever scored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import DataError, ImageDataset, validation_split
-from .methods import METHODS, make_method
+from .methods import METHODS, make_method, trains_jigsaw
 from .metrics import anomaly_metrics, auroc
 
 
@@ -79,10 +80,25 @@ def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test,
     return row, scores, det
 
 
+def data_identity(ds: ImageDataset, **extra) -> dict:
+    """The data selection behind a row (load_dataset's arguments + extra, e.g. val_fraction): part of its key.
+
+    A data set built by hand (no load_dataset arguments) is identified by a hash of its arrays instead.
+    """
+    sel = dict(ds.selection)
+    if not sel:
+        h = hashlib.sha1()
+        for a in (ds.train_images, ds.train_labels, ds.test_images, ds.test_labels):
+            h.update(str(a.shape).encode())
+            h.update(memoryview(a.tobytes()))
+        sel = {"dataset": ds.name, "content_sha1": h.hexdigest()}
+    return {**sel, **extra}
+
+
 def describe_config(method: str, params: dict, det) -> dict:
     """Row identity columns (grid, k, config) for a method and its parameters."""
     cfg = method_config(method, det)
-    jig = METHODS[method].uses_jigsaw
+    jig = trains_jigsaw(method, params)
     grid = params.get("grid", (3, 3))
     return {
         "method": method,
@@ -150,8 +166,13 @@ def one_vs_all(ds: ImageDataset, normal_class: int, method: str, params: dict, *
         is_normal_test=d.is_normal_test, X_val=d.X_val, y_val=d.y_val, labels_test=ds.test_labels,
     )
     row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[normal_class],
-               seed=seed, split="test")
+               seed=seed, split="test", data=data_identity(ds, val_fraction=val_fraction))
     return RunOutput(row, scores, list(getattr(det, "history_", [])))
+
+
+def ood_data_identity(ds_in: ImageDataset, ds_out: ImageDataset) -> dict:
+    """The data selection of an OOD row: both data sets'."""
+    return {"in": data_identity(ds_in), "out": data_identity(ds_out)}
 
 
 def out_of_distribution(ds_in: ImageDataset, ds_out: ImageDataset, method: str, params: dict, *,
@@ -167,5 +188,5 @@ def out_of_distribution(ds_in: ImageDataset, ds_out: ImageDataset, method: str, 
     row, scores, det = evaluate_method(method, {**params, "seed": seed}, X_fit=ds_in.train_images,
                                        X_test=X_test, is_normal_test=is_normal)
     row.update(describe_config(method, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}",
-               normal_class="all", seed=seed, split="ood")
+               normal_class="all", seed=seed, split="ood", data=ood_data_identity(ds_in, ds_out))
     return RunOutput(row, scores, list(getattr(det, "history_", [])))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +19,17 @@ import pandas as pd
 
 from .diagnostic import head_verdict
 from .paper import CITATION, paper_auroc, paper_siwm
-from .results import HEAD_PREFIX, ResultsStore, atomic_write_bytes, read_scores_file, run_name
+from .results import HEAD_PREFIX, ResultsFileError, ResultsStore, atomic_write_bytes, file_name, read_scores_file, run_name
 
-__all__ = ["BELOW_PAPER", "plot_roc", "plot_task_curves", "render_report", "task_table", "task_verdicts"]
+__all__ = ["BELOW_PAPER", "MARKER", "plot_roc", "plot_task_curves", "render_report", "task_table", "task_verdicts"]
+
+log = logging.getLogger(__name__)
 
 BELOW_PAPER = 2.0  # AUROC points below the paper's figure that get the warning marker
 WARN = "⚠"
+# The first line of every report.md we write: a report.md without it is someone else's and is never overwritten.
+MARKER = "<!-- written by mtssad from results.parquet; rewritten by every run and by `mtssad report` -->"
+_OLD_FIRST_LINE = "# mtssad results"  # reports written before the marker
 _KNOWN_CLASSES = {"vertical": 3, "horizontal": 3, "rotation": 4}  # when a history lacks num_classes/<head>
 
 
@@ -134,10 +139,6 @@ def _md(header: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
-def _safe(text) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text))
-
-
 def _str(x) -> str:
     return "–" if pd.isna(x) else str(x)
 
@@ -240,7 +241,7 @@ def _stale(png: Path, sources: list[Path]) -> bool:
     return not png.exists() or any(s.stat().st_mtime > png.stat().st_mtime for s in sources)
 
 
-def _roc_plots(store: ResultsStore, g: pd.DataFrame, dataset: str, split: str) -> list[str]:
+def _roc_plots(store: ResultsStore, g: pd.DataFrame, dataset: str, split: str, data) -> list[str]:
     links = []
     for c, rows in g.groupby("normal_class", sort=False):
         first = rows.sort_values("seed").drop_duplicates("label")
@@ -248,7 +249,8 @@ def _roc_plots(store: ResultsStore, g: pd.DataFrame, dataset: str, split: str) -
         names = {lab: p for lab, p in names.items() if p.exists()}
         if not names:
             continue
-        png = store.outdir / "plots" / f"roc_{_safe(dataset)}_{_safe(split)}_{_safe(c)}.png"
+        ident = [dataset, None if pd.isna(data) else data, split, c]  # exact: '猫' and '犬' get different files
+        png = store.outdir / "plots" / f"{file_name(['roc', dataset, split, c], ident)}.png"
         if _stale(png, list(names.values())):
             frames = {lab: (s["is_normal"].to_numpy(bool), s["score"].to_numpy(float))
                       for lab, s in ((lab, read_scores_file(p)) for lab, p in names.items())}
@@ -276,21 +278,67 @@ def _task_section(store: ResultsStore, g: pd.DataFrame, dataset: str, plots: boo
     return out
 
 
+def _data_notes(df: pd.DataFrame) -> dict[tuple, str]:
+    """(dataset, data) -> ', field=value' for the data-selection fields that differ between a data set's rows."""
+    notes = {}
+    for dataset, g in df.groupby("dataset", sort=False):
+        texts = list(dict.fromkeys(g["data"].where(g["data"].notna(), None)))
+        if len(texts) < 2:
+            continue
+        parsed = {t: json.loads(t) if isinstance(t, str) and t.startswith("{") else {} for t in texts}
+        keys = sorted({k for p in parsed.values() for k in p})
+        diff = [k for k in keys if len({json.dumps(p.get(k), default=str) for p in parsed.values()}) > 1]
+        for t in texts:
+            notes[(dataset, t)] = ", " + (", ".join(f"{k}={parsed[t].get(k)}" for k in diff) if parsed[t]
+                                          else "data selection not recorded")
+    return notes
+
+
+def _ours(path: Path) -> bool:
+    """Whether `path` is free or a report mtssad wrote (its first line is MARKER)."""
+    if not path.exists():
+        return True
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline().rstrip("\n") in (MARKER, _OLD_FIRST_LINE)
+
+
+def _report_path(outdir: Path) -> Path:
+    """OUTDIR/report.md unless a report.md not written by mtssad is there (then OUTDIR/mtssad-report.md)."""
+    path, alt = outdir / "report.md", outdir / "mtssad-report.md"
+    if _ours(path):
+        return path
+    if not _ours(alt):
+        raise ResultsFileError(f"{outdir}: report.md and mtssad-report.md both exist and were not written by mtssad; "
+                               "move one aside to get a report")
+    log.warning("%s was not written by mtssad (no marker line): left untouched; the report goes to %s", path, alt.name)
+    return alt
+
+
 def render_report(outdir, *, plots: bool = True) -> Path:
-    """Write OUTDIR/report.md (and OUTDIR/plots/*.png unless plots=False) from the stored results."""
+    """Write OUTDIR/report.md (and OUTDIR/plots/*.png unless plots=False) from the stored results.
+
+    A report.md without mtssad's first-line MARKER is someone else's: it is left untouched and the
+    report goes to OUTDIR/mtssad-report.md (with a warning). Rows of one data set loaded with
+    different data selections (--max-train, --side, ...) get separate sections, never one average.
+    """
     store = ResultsStore(outdir)
+    path = _report_path(store.outdir)  # before any plot is drawn
     df = store.load()
-    lines = ["# mtssad results", "", f"{len(df)} result row(s) in `{store.path.name}`. AUROC etc. in %; "
+    if "data" not in df:  # a file written before the data column
+        df["data"] = None
+    notes = _data_notes(df)
+    lines = [MARKER, "# mtssad results", "", f"{len(df)} result row(s) in `{store.path.name}`. AUROC etc. in %; "
              f"paper figures from {CITATION}. {WARN} marks ours more than {BELOW_PAPER:g} AUROC points "
              "below the paper. Cells average over seeds.", ""]
     if df.empty:
         lines.append("No results yet.")
-    for (dataset, split), g in df.groupby(["dataset", "split"], sort=False, dropna=False):
+    for (dataset, data, split), g in df.groupby(["dataset", "data", "split"], sort=False, dropna=False):
         g = g.assign(label=_labels(g))
         split = "test" if pd.isna(split) else split
         has_sweep = g["selected"].notna().any()
         main = g[g["selected"].fillna(True).astype(bool)]
-        lines += [f"## {dataset} ({split})", "", "### AUROC per normal class", ""]
+        note = notes.get((dataset, None if pd.isna(data) else data), "")
+        lines += [f"## {dataset} ({split}{note})", "", "### AUROC per normal class", ""]
         table, flagged = _main_table(main, dataset)
         lines += [table, ""]
         if flagged:
@@ -303,7 +351,7 @@ def render_report(outdir, *, plots: bool = True) -> Path:
             lines += ["### Sweep trials (chosen on validation data, never on test)", "",
                       _trials_table(g[g["selected"].notna()]), ""]
         if plots:
-            links = _roc_plots(store, main, dataset, split)
+            links = _roc_plots(store, main, dataset, split, data)
             if links:
                 lines += ["ROC curves: " + ", ".join(links), ""]
         tasks = _task_section(store, main, dataset, plots)
@@ -312,6 +360,5 @@ def render_report(outdir, *, plots: bool = True) -> Path:
     others = sorted(p.name for p in store.outdir.glob("*.png"))
     if others:
         lines += ["## Other plots", "", *(f"- [{n}]({n})" for n in others), ""]
-    path = store.outdir / "report.md"
     atomic_write_bytes(path, "\n".join(lines).encode())
     return path

@@ -1,10 +1,17 @@
-"""Results are data: one Parquet row per (dataset, normal class, method, config, seed).
+"""Results are data: one Parquet row per (dataset, normal class, method, config, data selection, seed).
 
 `ResultsStore(outdir)` owns OUTDIR/results.parquet plus the per-run side files
 (OUTDIR/scores/<name>.parquet, OUTDIR/<name>.json for histories). Every write
 is atomic (temp file in the same directory, flush + fsync, os.replace), so a
 killed process leaves either the old file or the new one, never half of one.
 The atomic helpers are exported for the rest of the package (detector files).
+
+Several processes may write to one OUTDIR: `append` holds an exclusive lock
+(OUTDIR/.results.parquet.lock, `filelock`) around its read-merge-rewrite, so
+no process drops another's rows; readers take no lock and read the file through
+one handle, so a rewrite racing a read yields the old or the new file, never an
+error. Side-file names are a readable slug plus a hash of the exact row key, so
+names that differ only in non-ASCII characters or spaces never share a file.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import filelock
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -27,7 +35,7 @@ from .errors import CorruptFileError, DiskFullError, OutputDirError, is_disk_ful
 
 __all__ = [
     "HEAD_PREFIX", "KEY_COLUMNS", "RESULT_COLUMNS", "ResultsFileError", "ResultsStore",
-    "atomic_write_bytes", "atomic_write_parquet", "row_key", "run_name",
+    "atomic_write_bytes", "atomic_write_parquet", "file_name", "row_key", "run_name",
 ]
 
 # The ordered schema of results.parquet. Columns beyond these (e.g. val_auroc)
@@ -48,10 +56,12 @@ RESULT_COLUMNS: dict[str, pa.DataType] = {
     "train_seconds": pa.float64(),
     "score_seconds": pa.float64(),
     "config": pa.string(),  # JSON of the full method config (sorted keys); part of the row key
+    "data": pa.string(),  # JSON of the data selection (load_dataset arguments, data root resolved, val_fraction); part of the row key
     "selected": pa.bool_(),  # sweeps: the config chosen on validation data; null outside sweeps
     "split": pa.string(),  # "test" (one-vs-all), "ood", ...
 }
-KEY_COLUMNS = ("dataset", "normal_class", "method", "config", "seed")
+KEY_COLUMNS = ("dataset", "normal_class", "method", "config", "data", "seed")
+_OPTIONAL_KEY = ("data",)  # rows written before the data column have none; they count as data "" (never equal to a new row's)
 HEAD_PREFIX = "auroc_head_"
 
 
@@ -118,19 +128,41 @@ def _config_text(config) -> str:
 
 
 def row_key(row) -> tuple:
-    """(dataset, normal_class, method, config, seed): the identity of one result row."""
-    missing = [c for c in KEY_COLUMNS if c not in row or _is_null(row[c])]
+    """(dataset, normal_class, method, config, data, seed): the identity of one result row.
+
+    Everything that changes a result is in it: the method's full config and the data selection
+    (which images, at which size); a row whose key differs is a new result, never a rerun of this one.
+    """
+    missing = [c for c in KEY_COLUMNS if c not in _OPTIONAL_KEY and (c not in row or _is_null(row[c]))]
     if missing:
-        raise ValueError(f"a result row needs {', '.join(KEY_COLUMNS)}; missing {', '.join(missing)}")
+        needed = [c for c in KEY_COLUMNS if c not in _OPTIONAL_KEY]
+        raise ValueError(f"a result row needs {', '.join(needed)}; missing {', '.join(missing)}")
+    data = row.get("data")
     return (str(row["dataset"]), str(row["normal_class"]), str(row["method"]),
-            _config_text(row["config"]), int(row["seed"]))
+            _config_text(row["config"]), "" if _is_null(data) else _config_text(data), int(row["seed"]))
+
+
+def _slug(text) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-.") or "x"
+
+
+def file_name(parts, identity) -> str:
+    """A file-safe name: readable ASCII slugs of `parts` joined by '_', then 12 hex digits of sha1(identity).
+
+    The slugs are for people ('cat dog' reads 'cat-dog', as 'cat-dog' does; '猫' and '犬' both read 'x');
+    the hash of the exact identity (any JSON-able value) keeps names that slug alike apart.
+    """
+    digest = hashlib.sha1(json.dumps(identity, ensure_ascii=False, default=str).encode()).hexdigest()[:12]
+    return "_".join([*(_slug(p) for p in parts), digest])
 
 
 def run_name(row) -> str:
-    """A file-safe, unique name for one run's side files (scores, history), derived from its key."""
-    digest = hashlib.sha1(_config_text(row["config"]).encode()).hexdigest()[:8]
-    raw = f"{row['dataset']}_{row['normal_class']}_{row['method']}_s{int(row['seed'])}_{digest}"
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw)
+    """A file-safe name for one run's side files (scores, history), unique per row key."""
+    key = row_key(row)
+    if not key[4]:  # a row written before the data column: the name its files were written under
+        digest = hashlib.sha1(key[3].encode()).hexdigest()[:8]
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{key[0]}_{key[1]}_{key[2]}_s{key[5]}_{digest}")
+    return file_name([key[0], key[1], key[2], f"s{key[5]}"], list(key))
 
 
 def _is_null(v) -> bool:
@@ -224,15 +256,22 @@ class ResultsStore:
     def __repr__(self) -> str:
         return f"ResultsStore({str(self.outdir)!r})"
 
+    def _lock(self) -> filelock.FileLock:
+        """The writers' lock: held around every read-merge-rewrite of results.parquet."""
+        return filelock.FileLock(str(self.outdir / f".{self.path.name}.lock"))
+
     def _read_table(self) -> pa.Table | None:
-        if not self.path.exists():
+        try:  # one handle, read whole: a concurrent os.replace cannot mix two files' bytes
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
             return None
         try:
-            table = pq.read_table(self.path)
+            table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as e:
             raise ResultsFileError(f"{self.path} is not a readable Parquet results file ({e}); "
                                    "move it aside or delete it to start afresh") from e
-        missing = [c for c in KEY_COLUMNS if c not in table.column_names]
+        missing = [c for c in KEY_COLUMNS if c not in _OPTIONAL_KEY and c not in table.column_names]
         if missing:
             raise ResultsFileError(f"{self.path}: expected the key columns {', '.join(KEY_COLUMNS)}; "
                                    f"missing {', '.join(missing)} (got {', '.join(table.column_names)})")
@@ -250,14 +289,18 @@ class ResultsStore:
         table = self._read_table()
         if table is None:
             return set()
-        return {row_key(r) for r in table.select(list(KEY_COLUMNS)).to_pylist()}
+        return {row_key(r) for r in table.select([c for c in KEY_COLUMNS if c in table.column_names]).to_pylist()}
 
     def has(self, key) -> bool:
         """Whether a row with this key (a tuple from row_key, or a row dict) is stored."""
         return (row_key(key) if isinstance(key, dict) else tuple(key)) in self.done_keys()
 
     def append(self, rows: list[dict]) -> pd.DataFrame:
-        """Add rows (a newer row replaces a stored one with the same key); rewrite the file atomically."""
+        """Add rows (a newer row replaces a stored one with the same key); rewrite the file atomically.
+
+        The read-merge-rewrite holds the writers' lock, so concurrent appends from several processes
+        all keep their rows.
+        """
         if isinstance(rows, dict):
             rows = [rows]
         new = []
@@ -268,11 +311,12 @@ class ResultsStore:
             r = {**r, "config": _config_text(r["config"])}
             r.setdefault("split", "test")
             new.append(r)
-        table = self._read_table()
-        old_rows = table.to_pylist() if table is not None else []
-        merged = {row_key(r): r for r in [*old_rows, *new]}  # dict keeps first position, last value
-        out = _to_table(list(merged.values()), table.schema if table is not None else None)
-        atomic_write_parquet(out, self.path)
+        with self._lock():
+            table = self._read_table()
+            old_rows = table.to_pylist() if table is not None else []
+            merged = {row_key(r): r for r in [*old_rows, *new]}  # dict keeps first position, last value
+            out = _to_table(list(merged.values()), table.schema if table is not None else None)
+            atomic_write_parquet(out, self.path)
         return _to_frame(out)
 
     # side files -------------------------------------------------------------

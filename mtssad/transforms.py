@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import factorial_exceeds
+
 
 class Task:
     """One self-supervised head: `num_classes` transforms, class 0 = identity."""
@@ -89,12 +91,12 @@ class Flip(Task):
 
 def jigsaw_permutations(n_cells: int, k: int, seed: int) -> torch.Tensor:
     """k distinct permutations of range(n_cells), identity at index 0, drawn once from `seed`."""
-    if not 2 <= k < math.factorial(n_cells):
+    if not (2 <= k and factorial_exceeds(n_cells, k)):
         raise ValueError(f"k must satisfy 2 <= k < {n_cells}! = {math.factorial(n_cells)}; got k={k}")
     rng = np.random.default_rng(seed)
     perms = [tuple(range(n_cells))]
     seen = set(perms)
-    if math.factorial(n_cells) <= 5040:  # small space: sample without replacement from the whole list
+    if not factorial_exceeds(n_cells, 5040):  # small space: sample without replacement from the whole list
         rest = [p for p in itertools.permutations(range(n_cells)) if p not in seen]
         for i in rng.permutation(len(rest))[: k - 1]:
             perms.append(rest[i])

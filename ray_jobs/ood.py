@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     from mtssad.distributed.train import train_detector_ddp
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
-    from mtssad.protocols import PROTOCOL_PARAMS, describe_config
-    from mtssad.results import ResultsStore, run_name
+    from mtssad.protocols import PROTOCOL_PARAMS, describe_config, ood_data_identity
+    from mtssad.results import ResultsStore, file_name, run_name
 
     args = parse_args(argv)
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
@@ -59,7 +59,9 @@ def main(argv=None) -> int:
                 print(f"{m}: not a neural method; use `mtssad ood` for it")
                 continue
             det = make_method(m, **{**params, "seed": args.seed, **PROTOCOL_PARAMS})  # as `mtssad ood`
-            name = f"ood-{ds_in.name}-{m}-s{args.seed}"
+            # the Train run (resumed by name) and the detector file are this config's and data selection's only
+            name = file_name(["ood", ds_in.name, m, f"s{args.seed}"],
+                             [describe_config(m, params, det)["config"], ood_data_identity(ds_in, ds_out)])
             det = train_detector_ddp(ds_in.train_images, det, num_workers=args.num_workers, use_gpu=args.use_gpu,
                                      storage_path=storage, name=name, max_failures=args.max_failures)
             path = det.save(os.path.join(args.out, "detectors", f"{name}.pt"))
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
                         for c in df.columns if c.startswith("score_")})
             row.update(describe_config(m, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}", normal_class="all",
                        seed=args.seed, split="ood", n_train=len(ds_in.train_images), n_test=len(X_test),
-                       train_seconds=det.train_seconds_)
+                       train_seconds=det.train_seconds_, data=ood_data_identity(ds_in, ds_out))
             store.write_scores(run_name(row), df.rename(columns={"label": "is_normal"}))
             store.append([row])
             print(f"{row['dataset']} / {m}: AUROC {100 * row['auroc']:.1f}; detector {path}", flush=True)

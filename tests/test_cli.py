@@ -5,7 +5,7 @@ import pytest
 
 from mtssad.cli import main
 
-FAST = ["--max-train", "300", "--max-test", "150", "--epochs", "1", "--quiet", "--backbone", "wrn-10-1"]
+FAST = ["--max-train", "300", "--max-test", "150", "--epochs", "1", "--min-steps", "0", "--quiet", "--backbone", "wrn-10-1"]
 
 
 def test_evaluate_writes_results_report_plots_and_resume_skips(tmp_path, capsys):
@@ -51,7 +51,7 @@ def test_bad_root_and_bad_flags_give_clear_errors(tmp_path, capsys):
     code = main(["evaluate", "--k", "30", "--grid", "2", "2", "--out", str(tmp_path / "o2"), *FAST])
     assert code == 2 and "k must satisfy" in capsys.readouterr().err
     code = main(["evaluate", "--epochs", "-1", "--out", str(tmp_path / "o3"), *FAST[:4]])
-    assert code == 2 and "epochs must be an integer >= 0" in capsys.readouterr().err
+    assert code == 2 and "--epochs must be >= 1" in capsys.readouterr().err
     code = main(["evaluate", "--head-selection", "diagnostic", "--val-fraction", "0", "--out", str(tmp_path / "o4"), *FAST])
     assert code == 2 and "--head-selection diagnostic needs a validation split" in capsys.readouterr().err
     code = main(["ood", "--ood-dataset", "glyphs", "--head-selection", "diagnostic", "--out", str(tmp_path / "o5"), *FAST])
@@ -83,7 +83,7 @@ def test_glyphs_one_vs_all_two_fonts_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("MTSSAD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "g"
     argv = ["evaluate", "--dataset", "glyphs", "--classes", "DejaVuSans", "cmr10", "--methods", "ours",
-            "--out", str(out), "--max-train", "400", "--max-test", "300", "--epochs", "1", "--quiet"]
+            "--out", str(out), "--max-train", "400", "--max-test", "300", "--epochs", "1", "--min-steps", "0", "--quiet"]
     assert main(argv) == 0
     df = pd.read_parquet(out / "results.parquet")
     assert sorted(df["normal_class"]) == ["DejaVuSans", "cmr10"] and df["dataset"].eq("glyphs").all()

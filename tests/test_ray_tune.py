@@ -10,7 +10,7 @@ import pytest
 from mtssad.distributed.tune import plan_resources, select_by_validation, sweep_trials
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
-PARAMS = {k: v for k, v in TINY_RAY.items() if k not in ("grid", "k")} | {"epochs": 1}
+PARAMS = {k: v for k, v in TINY_RAY.items() if k not in ("grid", "k")} | {"epochs": 1, "min_steps": 0}
 
 
 def test_sweep_trials_skip_invalid_grid_k_and_give_non_jigsaw_methods_one_trial():
@@ -64,6 +64,8 @@ def _check_rows(rows, ds, classes, n_configs):
             assert 0 <= r[m] <= 1, (m, r[m])
         assert json.loads(r["config"])["k"] == r["k"] and r["n_test"] == len(ds.test_images)
         assert r["n_train"] < 30 and r["train_seconds"] > 0  # the normal class's training images minus validation
+        data = json.loads(r["data"])  # the data selection is part of the row key
+        assert data["max_train"] == 300 and data["side"] == 16 and data["val_fraction"] == 0.2
 
 
 @pytest.mark.ray

@@ -22,7 +22,7 @@ from mtssad import MultiTaskDetector
 from mtssad.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_CLI = ["--epochs", "1", "--quiet", "--backbone", "wrn-10-1", "--grid", "2", "2", "--margin", "1"]
+TINY_CLI = ["--epochs", "1", "--min-steps", "0", "--quiet", "--backbone", "wrn-10-1", "--grid", "2", "2", "--margin", "1"]
 
 
 # ---------------------------------------------------------------- a killed run

@@ -1,7 +1,7 @@
 """The data-set container and the one error type every loader raises."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class ImageDataset:
     test_labels: np.ndarray  # (M,) int64
     class_names: tuple[str, ...]
     skipped: tuple[str, ...] = ()  # unreadable image files left out (skip_bad_images=True)
+    selection: dict = field(default_factory=dict, compare=False)  # the load_dataset arguments that chose these images (part of a result row's identity)
 
     def __post_init__(self) -> None:
         n_classes = len(self.class_names)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .base import DataError, ImageDataset, LoaderArgs
 from .imageops import to_channels
-from .splits import stratified_subset
+from .splits import per_class_subset, stratified_subset
 
 Loader = Callable[[LoaderArgs], ImageDataset]
 DATASETS: dict[str, Loader] = {}  # name -> loader; a loader returns native channels at args.side
@@ -44,6 +44,10 @@ def _check_int(label: str, value: object, minimum: int, optional: bool = False) 
         raise DataError(f"load_dataset: expected {label} to be {expected}; got {value!r}")
 
 
+def _opt_int(v) -> int | None:
+    return None if v is None else int(v)
+
+
 def load_dataset(
     name: str,
     root: str | os.PathLike | None = None,
@@ -51,6 +55,7 @@ def load_dataset(
     side: int = 32,
     channels: int | None = None,
     max_train: int | None = None,
+    max_train_per_class: int | None = None,
     max_test: int | None = None,
     seed: int = 0,
     test_fraction: float = 0.3,
@@ -60,7 +65,9 @@ def load_dataset(
     """Load a registered data set as uint8 (N, C, side, side) arrays.
 
     channels: None keeps the set's native channels (1 gray, 3 RGB); 1 or 3 converts.
-    max_train / max_test: seeded stratified subsets (everything kept when N <= max).
+    max_train / max_test: seeded stratified subsets of the WHOLE split, all classes together
+    (everything kept when N <= max): a one-vs-all normal class keeps about its share of max_train.
+    max_train_per_class: at most this many training images of every class (seeded; after max_train).
     test_fraction: used only by sets without an official test split (digits, imagefolder
     without train/ and test/, glyphs). seed drives every random choice.
     """
@@ -70,6 +77,7 @@ def load_dataset(
     _check_int("side", side, 8)
     _check_int("seed", seed, 0)
     _check_int("max_train", max_train, 1, optional=True)
+    _check_int("max_train_per_class", max_train_per_class, 1, optional=True)
     _check_int("max_test", max_test, 1, optional=True)
     if channels not in (None, 1, 3) or isinstance(channels, bool):
         raise DataError(f"load_dataset: expected channels in (None, 1, 3); got {channels!r}")
@@ -89,6 +97,9 @@ def load_dataset(
     if max_train is not None:
         keep = stratified_subset(train_y, max_train, seed)
         train_x, train_y = train_x[keep], train_y[keep]
+    if max_train_per_class is not None:
+        keep = per_class_subset(train_y, max_train_per_class, seed)
+        train_x, train_y = train_x[keep], train_y[keep]
     if max_test is not None:
         keep = stratified_subset(test_y, max_test, seed)
         test_x, test_y = test_x[keep], test_y[keep]
@@ -102,4 +113,11 @@ def load_dataset(
         test_labels=test_y,
         class_names=ds.class_names,
         skipped=ds.skipped,
+        selection=dict(
+            dataset=key, root=None if args.root is None else str(args.root.resolve()), side=int(side),
+            channels=_opt_int(channels), max_train=_opt_int(max_train),
+            max_train_per_class=_opt_int(max_train_per_class), max_test=_opt_int(max_test),
+            seed=int(seed), test_fraction=float(test_fraction), crop_bbox=bool(crop_bbox),
+            skipped_files=len(ds.skipped),  # files left out by skip_bad_images change the data too
+        ),
     )

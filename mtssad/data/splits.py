@@ -43,6 +43,19 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def per_class_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices keeping at most n items of every class (a class with fewer keeps all), drawn with default_rng(seed)."""
+    labels = np.asarray(labels)
+    if n < 1:
+        raise ValueError(f"per_class_subset: expected n >= 1; got {n}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        chosen.append(members if len(members) <= n else rng.choice(members, size=n, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.arange(0)
+
+
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train_idx, test_idx), sorted and disjoint, test_fraction of each class in test.
 

@@ -120,12 +120,15 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
     Everything is validated before Ray starts (`preflight.check_sweep`). Ray's own console output goes to
     OUTDIR/sweep.log and Ray's session logs unless the log level is DEBUG (-v).
     """
-    from ..cli import load_from_args, log_level_of, method_params
+    from ..cli import check_tasks_flag, load_from_args, log_level_of, method_params
     from ..data import resolve_classes
     from .preflight import check_sweep, is_remote
     from .raylog import ray_console
     from .tune import classes_summary, run_sweep
 
+    if not 0 < args.val_fraction < 1:
+        raise ValueError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
+    check_tasks_flag(args)
     params = method_params(args)
     params["progress"] = False  # trials train in Ray workers: no bars there
     args.grid_search, args.k_search = list(grids), list(ks)

@@ -24,11 +24,13 @@ CPUs (and GPUs) allow. On 2 CPUs: 1 trial with workers of 0.5 CPU (no deadlock).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
 
+from ..config import factorial_exceeds
 from ..transforms import check_image_fits
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,13 @@ def _grid_tuple(grid) -> tuple[int, int]:
     return int(grid[0]), int(grid[1])
 
 
-def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], margin: int = 2):
+def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], margin: int = 2, params: dict | None = None):
     """The trial specs (dicts: normal_class, method, grid "NxM" or None, k or None) and the skipped combos.
 
     A jigsaw method needs 2 <= k < (n_h * n_w)! and patches of >= 1 px after the margin; a method
-    without a jigsaw head gets one trial per class (grid and k do not apply).
+    without a jigsaw head (params' tasks included) gets one trial per class (grid and k do not apply).
     """
-    from ..methods import METHODS, method_names
+    from ..methods import method_names, trains_jigsaw
 
     known = method_names()
     specs, skipped = [], []
@@ -56,14 +58,14 @@ def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], ma
             raise ValueError(f"unknown method {m!r}; expected one of {known}")
     for c in classes:
         for m in methods:
-            if not METHODS[m].uses_jigsaw:
+            if not trains_jigsaw(m, params or {}):
                 specs.append({"normal_class": int(c), "method": m, "grid": None, "k": None})
                 continue
             for g in grids:
                 n_h, n_w = _grid_tuple(g)
                 for k in ks:
                     why = None
-                    if not 2 <= k < math.factorial(n_h * n_w):
+                    if not (2 <= k and factorial_exceeds(n_h * n_w, k)):
                         why = f"k={k} needs 2 <= k < ({n_h}*{n_w})! = {math.factorial(n_h * n_w)}"
                     else:
                         try:
@@ -83,7 +85,7 @@ def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> Non
     import ray.tune
 
     from ..methods import METHODS, make_method
-    from ..protocols import PROTOCOL_PARAMS, describe_config, one_vs_all_data, score_fitted
+    from ..protocols import PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_fitted
     from .train import train_detector_ddp
 
     s, spec, ds = settings, config["spec"], dataset
@@ -109,7 +111,8 @@ def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> Non
     row, _ = score_fitted(det, d.X_test, d.is_normal_test, X_val=X_val, y_val=y_val)
     row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[c],
                seed=s["seed"], split="test", n_train=len(X_fit), n_test=len(ds.test_images),
-               train_seconds=train_seconds, trial_id=trial_id, epochs_run=len(getattr(det, "history_", [])))
+               train_seconds=train_seconds, trial_id=trial_id, epochs_run=len(getattr(det, "history_", [])),
+               data=json.dumps(data_identity(ds, val_fraction=s["val_fraction"]), sort_keys=True))
     row[CONFIG_KEY] = row.pop("config")  # Tune fills result["config"] with the trial's own config
     ray.tune.report(row)
 
@@ -226,7 +229,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     params.setdefault("progress", False)
     margin = params.get("margin", 2)
     specs, skipped = sweep_trials(classes, list(methods), list(grids), list(ks),
-                                  image_side=tuple(dataset.train_images.shape[2:]), margin=margin)
+                                  image_side=tuple(dataset.train_images.shape[2:]), margin=margin, params=params)
     for m, g, k, why in skipped:
         log.warning(f"skipping {m} grid {g} k {k}: {why}")
     if not specs:

@@ -78,6 +78,18 @@ def make_method(name: str, **params):
     return det
 
 
+def trains_jigsaw(name: str, params: dict) -> bool:
+    """Whether method `name` built from `params` has a jigsaw head (then grid and k are part of its identity)."""
+    _load_builtin()
+    if not METHODS[name].uses_jigsaw:
+        return False
+    if name in TASKS_METHODS and params.get("tasks"):
+        from ..config import expand_tasks
+
+        return "jigsaw" in expand_tasks(params["tasks"])
+    return True
+
+
 def _keyword_params(factory) -> set[str] | None:
     """Names `factory` takes by keyword; None when it takes **kwargs and nothing else (then all are passed)."""
     import inspect
@@ -87,18 +99,23 @@ def _keyword_params(factory) -> set[str] | None:
     return None if not named and any(p.kind == p.VAR_KEYWORD for p in ps) else named
 
 
-def _multitask(tasks):
+def _multitask(tasks, *, configurable: bool = False):
+    """A MultiTaskDetector factory with fixed heads, or (configurable) `tasks` as the default a `tasks` param overrides."""
     def factory(**params):
         from ..detector import MultiTaskDetector
 
-        params = {k: v for k, v in params.items() if k != "tasks"}
-        return MultiTaskDetector(tasks=tasks, **params)
+        chosen = params.pop("tasks", None) if configurable else None
+        params.pop("tasks", None)
+        return MultiTaskDetector(tasks=chosen or tasks, **params)
 
     return factory
 
 
+TASKS_METHODS = ("ours",)  # methods whose heads the `tasks` parameter (--tasks) chooses; the others' are fixed
+
 register_method("ours", neural=True, uses_jigsaw=True,
-                description="geometric + jigsaw heads, eq. 5-6 (the paper's method)")(_multitask(("geometric", "jigsaw")))
+                description="geometric + jigsaw heads, eq. 5-6 (the paper's method); --tasks picks other heads")(
+    _multitask(("geometric", "jigsaw"), configurable=True))
 register_method("geometric", neural=True,
                 description="vertical, horizontal, rotation heads only (Table 4 ablation)")(_multitask(("geometric",)))
 register_method("jigsaw", neural=True, uses_jigsaw=True,
