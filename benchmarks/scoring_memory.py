@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh subprocess (resource.getrusage maxrss is a high-water
 mark, so runs must not share a process): build N random 1x16x16 uint8 images, fit a
-WRN-10-1 detector with 0 epochs (untrained weights; memory does not depend on them) on
+WRN-10-1 detector fitted for one epoch (barely trained; memory does not depend on the weights) on
 32 of them, record maxrss, score all N, record maxrss again; each size runs 3 times
 (quick: 2) and the median run is reported. Peak RSS for 20k images
 (quick: 5k) against 2k should be ~1: memory is bounded by the batch, not by N.
@@ -35,7 +35,7 @@ def measure(n: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     mib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (Linux: KiB)
     images = np.random.default_rng(0).integers(0, 256, (n, *SHAPE), dtype=np.uint8)
-    det = MultiTaskDetector(backbone="wrn-10-1", epochs=0, device="cpu", progress=False, score_batch_size=BATCH)
+    det = MultiTaskDetector(backbone="wrn-10-1", epochs=1, min_steps=0, device="cpu", progress=False, score_batch_size=BATCH)
     det.fit(images[:32])
     before = mib()
     t0 = time.perf_counter()

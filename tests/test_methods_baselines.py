@@ -14,7 +14,7 @@ from mtssad.methods.geotrans import GeoTransDetector, dirichlet_stats, fit_diric
 from mtssad.methods.mhrot import MHRotDetector, eq4_scores
 from mtssad.transforms import build_tasks, composed_plan
 
-NET = dict(backbone="wrn-10-1", epochs=1, batch_size=8, progress=False, device="cpu")
+NET = dict(backbone="wrn-10-1", epochs=1, min_steps=0, batch_size=8, progress=False, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_save_load_round_trip_gives_identical_scores(fitted, data, tmp_path, nam
 
 
 def test_geotrans_softmax_option_persists_and_scores_true_class_sum(data, tmp_path):
-    det = make_method("geotrans", geotrans_score="softmax", **{**NET, "epochs": 0}).fit(data[0])  # untrained is enough
+    det = make_method("geotrans", geotrans_score="softmax", **NET).fit(data[0])  # one epoch is enough
     probs = det.variant_probabilities(data[1])["geotrans"]  # (72, N, 72)
     np.testing.assert_allclose(det.score_samples(data[1]), probs[np.arange(72), :, np.arange(72)].sum(0), rtol=1e-5)
     loaded = MultiTaskDetector.load(det.save(tmp_path / "g.pt"))
