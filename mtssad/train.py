@@ -94,6 +94,15 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[tor
     return batches
 
 
+def planned_epochs(steps_per_epoch: int, config: DetectorConfig) -> int:
+    """The step budget (METHOD.md): `config.epochs`, plus whole epochs until `config.min_steps` optimizer steps.
+
+    A digits class of ~100 images gets 4 steps an epoch: 3 epochs would be 12 SGD steps where the
+    paper's classes get thousands. Big classes are unaffected (their epochs already exceed min_steps).
+    """
+    return max(config.epochs, math.ceil(config.min_steps / max(1, steps_per_epoch)))
+
+
 def run_epoch(model, plan, images: torch.Tensor, optimizer, scheduler, *, batch_size: int, device: torch.device,
               generator: torch.Generator, amp: bool = False, bar=None) -> dict:
     """One pass over `images`; returns mean loss and per-head training accuracy."""
