@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args
-from mtssad.distributed.cli import add_sweep_args, finish_ray_args, run_sweep_from_args
+from mtssad.distributed.cli import add_sweep_args, finish_ray_args, publish_results, run_sweep_from_args
 
 
 def parse_args(argv=None):
@@ -33,6 +33,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
+    publish_results(args)  # results and scores -> STORAGE/<experiment>-results (when storage is elsewhere)
     return 0
 
 

@@ -145,11 +145,14 @@ def storage_of(args) -> str:
     return absolute(args.storage_path or os.path.join(args.out, "ray"))
 
 
-def publish_results(args) -> str | None:
-    """Copy OUTDIR (results, per-image scores, report, plots) to {storage}/{name}-results; print where."""
+def publish_results(args, name: str | None = None) -> str | None:
+    """Copy OUTDIR (results, per-image scores, report, plots) to {storage}/{name}-results; print where.
+
+    name: default --experiment-name. Nothing is copied when the storage is OUTDIR/ray (the default).
+    """
     from .storage import publish_dir
 
-    name = getattr(args, "experiment_name", None) or "run"
+    name = name or getattr(args, "experiment_name", None) or "run"
     dest = publish_dir(args.out, storage_of(args), f"{name}-results")
     if dest:
         print(f"results, scores and report copied to {dest}")
