@@ -84,7 +84,8 @@ def test_two_gloo_workers_train_a_loadable_detector(ray_local, tiny_data, tmp_pa
     assert det.history_[-1]["loss"] < det.history_[0]["loss"]
     assert "acc_val_normal/jigsaw" in det.history_[-1]  # the head diagnostic, computed on rank 0
     # checkpoints after epoch 1 (every 2: resumable, with the optimizer) and at the end (weights only)
-    states = [torch.load(p, weights_only=True) for p in sorted((tmp_path / "ray" / "ddp2").glob(f"checkpoint_*/{STATE_FILE}"))]
+    stored = sorted((tmp_path / "ray" / "ddp2").glob(f"checkpoint_*/{STATE_FILE}"))
+    states = [torch.load(p, weights_only=True) for p in stored]
     assert sorted(st["epoch"] for st in states) == [1, 2]
     assert {st["epoch"]: "optimizer" in st for st in states} == {1: True, 2: False}
     # jigsaw permutations come from config.seed: the same as a locally built detector's
@@ -160,3 +161,17 @@ def test_killed_worker_resumes_from_checkpoint_and_rerun_by_name_resumes(ray_loc
     det3 = train_detector_ddp(X, cfg, name="again", max_failures=0, **common)
     X_test = tiny_data["test_anomaly"]
     assert np.allclose(det3.score_samples(X_test), det2.score_samples(X_test))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(60)
+def test_a_trial_without_gpus_keeps_its_detector_copy_on_cpu(ray_local):
+    """Ray 2.60 shows every GPU to tasks that reserved none: device="auto" must not pick one there."""
+    from mtssad.distributed.train import _driver_device, _gpus_reserved_here
+
+    @ray_local.remote(num_cpus=0.5)
+    def inside():
+        return _gpus_reserved_here(), _driver_device("auto"), _driver_device("cpu")
+
+    assert ray_local.get(inside.remote()) == (0.0, "cpu", "cpu")
+    assert _gpus_reserved_here() is None  # the test process is a driver, not a Ray worker

@@ -95,7 +95,7 @@ def connection_plan(address: str | None = None, *, local: bool = False, env=None
 
 
 def _running_cluster_address() -> str | None:
-    """The address of the cluster a `ray start` on this machine left in Ray's temp dir, if any (what ray.init() joins)."""
+    """The address a `ray start` on this machine left in Ray's temp dir, if any (what ray.init() joins)."""
     try:
         from ray._private.services import find_bootstrap_address  # private; what ray.init(address=None) reads
 
@@ -111,8 +111,8 @@ def ray_session(address: str | None = None, *, local: bool = False, num_cpus: in
 
     Joins the running cluster by default (`connection_plan`: address, $RAY_ADDRESS, a `ray start`
     cluster on this machine); starts a private local Ray (loopback, no dashboard, `num_cpus`) only
-    when local=True or there is nothing to join, and logs that it did. storage_path: refused
-    (StorageError) when it is a head-local path and the cluster has several alive nodes.
+    when local=True or there is nothing to join, and logs that it did (a warning when not asked for).
+    storage_path: refused (StorageError) when it is a head-local path on several alive nodes.
     """
     import ray
 
@@ -124,8 +124,8 @@ def ray_session(address: str | None = None, *, local: bool = False, num_cpus: in
         yield ray
         return
     how, what = connection_plan(address, local=local)
-    if how == "local":
-        log.info("starting a local Ray (%s CPUs): %s", num_cpus or "all", what)
+    if how == "local":  # a warning when not asked for: on a cluster's head it means the cluster is not used
+        (log.info if local else log.warning)("starting a local Ray (%s CPUs): %s", num_cpus or "all", what)
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     else:
         log.info("joining the Ray cluster at %s", what)

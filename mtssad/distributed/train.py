@@ -354,9 +354,26 @@ def _as_detector(config):
                     f"got {type(config).__name__}")
 
 
+def _gpus_reserved_here() -> float | None:
+    """GPUs Ray reserved for this process when it is a Ray task/actor (e.g. a Tune trial); None in a driver."""
+    try:
+        import ray
+        from ray._private.worker import WORKER_MODE, global_worker  # private: no public "am I a worker" call
+
+        if not ray.is_initialized() or global_worker.mode != WORKER_MODE:
+            return None
+        return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))
+    except Exception:
+        return None
+
+
 def _driver_device(device: str) -> str:
+    """Where the caller's copy of the detector lives. Ray 2.60 shows every GPU to actors that reserved none,
+    so a Tune trial or task without a GPU gets "cpu" for device="auto" rather than a GPU it did not ask for."""
     from ..validation import resolve_device
 
+    if device == "auto" and _gpus_reserved_here() == 0:
+        return "cpu"
     try:
         return str(resolve_device(device))
     except ValueError:  # e.g. "cuda" asked for, but this driver (a CPU head or Tune trial) sees no GPU
