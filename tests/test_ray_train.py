@@ -8,8 +8,9 @@ import torch
 
 from conftest import make_images
 from mtssad import DetectorConfig, MultiTaskDetector
-from mtssad.distributed.train import (DDP_MIN_FIT_IMAGES, STATE_FILE, _checkpoint_due, check_ddp_resources,
-                                      ddp_workers, fit_ddp, shard_batches, train_detector_ddp, use_ddp)
+from mtssad.distributed.ddp_worker import _checkpoint_due
+from mtssad.distributed.train import (DDP_MIN_FIT_IMAGES, STATE_FILE, check_ddp_resources, ddp_workers, fit_ddp,
+                                      shard_batches, train_detector_ddp, use_ddp)
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 
