@@ -415,10 +415,8 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     def _load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Hook: restore what `_extra_tensors` saved."""
 
-    def save(self, path) -> Path:
-        """Write weights, config, permutations and threshold to one file, atomically."""
-        from .results import atomic_write_bytes
-
+    def to_bytes(self) -> bytes:
+        """The detector file `save` writes, as bytes: to `ray.put` for Ray actors or to write to any storage."""
         self._check_fitted()
         perms = self.permutations_
         payload = {
@@ -435,14 +433,21 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         }
         buf = io.BytesIO()
         torch.save(payload, buf)
+        return buf.getvalue()
+
+    def save(self, path) -> Path:
+        """Write weights, config, permutations and threshold to one file, atomically."""
+        from .results import atomic_write_bytes
+
         path = Path(path)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, self.to_bytes())
         return path
 
     @classmethod
     def load(cls, path, *, device: str | None = None):
-        """Read a file written by `save`. Code in the file is never executed (weights_only=True)."""
+        """Read a file written by `save` (a path), or its bytes (`to_bytes`). Code in it is never executed."""
         payload = read_detector_file(path)
+        path = _source_name(path)
         kind = DETECTOR_CLASSES.get(payload["detector"])
         if kind is None or not issubclass(kind, cls):
             raise DetectorFileError(f"{path}: holds a {payload['detector']!r}, not a {cls.__name__}")
@@ -495,6 +500,7 @@ def _state_mismatch(expected: dict, found, limit: int = 3) -> str:
     return "; ".join(out[:limit]) + more
 
 
+<<<<<<< HEAD
 # Sentences of torch.load's errors that advise loading with weights_only=False or allowlisting the
 # file's globals: either would run the code a crafted file carries, so they are never passed on.
 _UNSAFE_ADVICE = re.compile(r"weights_only|re-running|trust|safe_globals|two options|pytorch 2\.6|documentation|"
@@ -507,15 +513,22 @@ def load_failure_reason(err: BaseException, limit: int = 200) -> str:
     kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
     text = " ".join(kept) or "refused by the safe loader"
     return f"{type(err).__name__}: {text[:limit]}"
+=======
+def _source_name(source) -> str:
+    return f"<{len(source)} bytes of a detector file>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+>>>>>>> issue-13b
 
 
 def read_detector_file(path) -> dict:
-    """torch.load(weights_only=True) with the format checked; every failure is a DetectorFileError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DetectorFileError(f"{path}: no such detector file")
+    """torch.load(weights_only=True) of a path or bytes, format checked; every failure is a DetectorFileError naming it."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        source, path = io.BytesIO(bytes(path)), _source_name(path)
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise DetectorFileError(f"{path}: no such detector file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with code, random bytes: all "not readable"
         raise DetectorFileError(f"{path}: not a readable mtssad detector file ({load_failure_reason(e)}); "
                                 "nothing in it was executed: a detector file holds only the tensors and JSON "

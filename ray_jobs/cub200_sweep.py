@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_sweep_args, finish_ray_args, run_sweep_from_args
+from mtssad.distributed.cli import add_sweep_args, finish_ray_args, publish_results, run_sweep_from_args
 from mtssad.logs import configure as configure_logging
 
 
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
+    publish_results(args)  # results and scores -> STORAGE/<experiment>-results (when storage is elsewhere)
     return 0
 
 

@@ -4,15 +4,17 @@
         python ray_jobs/one_vs_all.py --dataset digits --classes 0 1 --epochs 5 --out /shared/runs/digits
     python ray_jobs/one_vs_all.py --local --dataset digits --classes 0 --epochs 1 --out runs/smoke
 
+Joins the running cluster ($RAY_ADDRESS, set by `ray job submit`); --local starts a private 2-CPU Ray.
 Each class trains with Ray Train (--num-workers DDP workers, --use-gpu) and is scored on the
-whole test split; rows go to OUTDIR/results.parquet (mtssad.results.ResultsStore).
+whole test split; rows go to OUTDIR/results.parquet (mtssad.results.ResultsStore), copied to
+STORAGE/one_vs_all-results when --storage-path is elsewhere (s3://... on a multi-node cluster).
 """
 
 import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_ray_args, finish_ray_args, run_sweep_from_args
+from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, run_sweep_from_args
 from mtssad.logs import configure as configure_logging
 
 
@@ -31,6 +33,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     run_sweep_from_args(args, grids=[f"{args.grid[0]}x{args.grid[1]}"], ks=[args.k])
+    publish_results(args)  # results and scores -> STORAGE/<experiment>-results (when storage is elsewhere)
     return 0
 
 

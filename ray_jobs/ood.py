@@ -4,9 +4,11 @@
         python ray_jobs/ood.py --dataset cifar10 --ood-dataset svhn --data-root /data --methods rotnet ours \
         --use-gpu --num-workers 2 --score-actors 2 --out /shared/runs/ood
 
-Training: Ray Train (DDP) on all of --dataset's training images. Scoring: the saved detector on a
-Ray Data actor pool over the in-distribution test set (normal) + the OOD test set (anomalies).
-Rows -> OUTDIR/results.parquet, per-image scores -> OUTDIR/scores/, detectors -> OUTDIR/detectors/.
+Training: Ray Train (DDP) on all of --dataset's training images, finished on rank 0. Scoring: the
+detector (sent through the object store) on a Ray Data actor pool over the in-distribution test set
+(normal) + the OOD test set (anomalies). Detectors and Ray Data's Parquet scores go to the run's
+storage (--storage-path: s3://... or a shared mount on a multi-node cluster); rows and per-image
+scores to OUTDIR, which is then copied to STORAGE/ood-results.
 """
 
 import argparse
@@ -14,7 +16,7 @@ import os
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_ray_args, finish_ray_args, ray_session
+from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, ray_session, storage_of
 from mtssad.logs import configure as configure_logging
 
 
@@ -36,6 +38,7 @@ def main(argv=None) -> int:
 
     from mtssad.cli import load_from_args, method_params
     from mtssad.distributed.data import score_with_ray_data
+    from mtssad.distributed.storage import join_uri, write_bytes
     from mtssad.distributed.train import train_detector_ddp
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
@@ -51,9 +54,9 @@ def main(argv=None) -> int:
     X_test = np.concatenate([ds_in.test_images, ds_out.test_images])
     is_normal = np.r_[np.ones(len(ds_in.test_images), bool), np.zeros(len(ds_out.test_images), bool)]
     store = ResultsStore(args.out)
-    storage = args.storage_path or os.path.join(os.path.abspath(args.out), "ray")
+    storage = storage_of(args)
     score_gpus = args.score_gpus if args.score_gpus is not None else (1.0 if args.use_gpu else 0.0)
-    with ray_session(args.ray_address, local=args.local or not args.ray_address, num_cpus=args.num_cpus):
+    with ray_session(args.ray_address, local=args.local, num_cpus=args.num_cpus, storage_path=storage):
         for m in args.methods:
             if not METHODS[m].neural:
                 print(f"{m}: not a neural method; use `mtssad ood` for it")
@@ -64,9 +67,9 @@ def main(argv=None) -> int:
                              [describe_config(m, params, det)["config"], ood_data_identity(ds_in, ds_out)])
             det = train_detector_ddp(ds_in.train_images, det, num_workers=args.num_workers, use_gpu=args.use_gpu,
                                      storage_path=storage, name=name, max_failures=args.max_failures)
-            path = det.save(os.path.join(args.out, "detectors", f"{name}.pt"))
-            df = score_with_ray_data(path, X_test, is_normal.astype(int), num_actors=args.score_actors,
-                                     num_gpus=score_gpus)
+            path = write_bytes(join_uri(storage, "detectors", f"{name}.pt"), det.to_bytes())
+            df = score_with_ray_data(det, X_test, is_normal.astype(int), num_actors=args.score_actors,
+                                     num_gpus=score_gpus, out_dir=join_uri(storage, "scores", name))
             row = anomaly_metrics(is_normal, df["score"].to_numpy())
             row.update({f"auroc_head_{c[6:]}": auroc(is_normal, df[c].to_numpy())
                         for c in df.columns if c.startswith("score_")})
@@ -76,6 +79,7 @@ def main(argv=None) -> int:
             store.write_scores(run_name(row), df.rename(columns={"label": "is_normal"}))
             store.append([row])
             print(f"{row['dataset']} / {m}: AUROC {100 * row['auroc']:.1f}; detector {path}", flush=True)
+    publish_results(args, name="ood")
     print(f"results: {os.path.join(args.out, 'results.parquet')}")
     return 0
 

@@ -14,8 +14,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "20")  # an unschedulable group fails, never hangs
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-TINY_RAY = dict(backbone="wrn-10-1", grid=(2, 2), k=3, margin=1, epochs=2, min_steps=0, batch_size=8, progress=False,
-                device="cpu")
+TINY_RAY = dict(backbone="wrn-10-1", grid=(2, 2), k=3, margin=1, epochs=2, min_steps=0, batch_size=8,
+                progress=False, device="cpu")  # min_steps=0: exactly `epochs` epochs on tiny data
 
 
 @pytest.fixture(scope="session")

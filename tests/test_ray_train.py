@@ -8,7 +8,9 @@ import torch
 
 from conftest import make_images
 from mtssad import DetectorConfig, MultiTaskDetector
-from mtssad.distributed.train import shard_batches, train_detector_ddp
+from mtssad.distributed.ddp_worker import _checkpoint_due
+from mtssad.distributed.train import (DDP_MIN_FIT_IMAGES, STATE_FILE, check_ddp_resources, ddp_workers, fit_ddp,
+                                      shard_batches, train_detector_ddp, use_ddp)
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 
@@ -37,30 +39,66 @@ def _auroc(det, normal, anomaly):
     return roc_auc_score(np.r_[np.ones(len(normal)), np.zeros(len(anomaly))], s)
 
 
+@pytest.mark.parametrize("num_workers,n,expected", [(2, 10, 2), (4, 10, 4), (1, 10**6, 0), (None, 30, 0),
+                                                     (None, DDP_MIN_FIT_IMAGES - 1, 0), (None, DDP_MIN_FIT_IMAGES, 2)])
+def test_ddp_is_chosen_when_asked_or_from_the_fit_set_size(num_workers, n, expected):
+    assert ddp_workers(num_workers, n) == expected
+    assert use_ddp(num_workers, n) == (expected >= 2)
+    assert use_ddp(None, 500, threshold=400) and not use_ddp(None, 300, threshold=400)
+
+
+def test_fractional_gpus_with_ddp_are_refused_before_ray_starts(tiny_data, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray_was_up = ray.is_initialized()
+    check_ddp_resources(1, True, {"GPU": 0.5})  # one rank may share a GPU (no NCCL peer)
+    check_ddp_resources(2, True, {"GPU": 2})
+    check_ddp_resources(2, False, {"CPU": 0.5})
+    for bad in ({"GPU": 0.5}, {"CPU": 1, "GPU": 1.5}):
+        with pytest.raises(ValueError, match=r"DDP with 2 workers needs whole GPUs per worker; got GPU=.* NCCL"):
+            train_detector_ddp(tiny_data["train"], DetectorConfig(**TINY_RAY), num_workers=2, use_gpu=True,
+                               resources_per_worker=bad, storage_path=str(tmp_path), name="never")
+    assert ray.is_initialized() == ray_was_up and not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("every,epochs,due", [(5, 3, [2]), (2, 5, [1, 3, 4]), (1, 3, [0, 1, 2]), (5, 12, [4, 9, 11])])
+def test_checkpoints_every_n_epochs_and_at_the_end(every, epochs, due):
+    assert [e for e in range(epochs) if _checkpoint_due(e, epochs, every)] == due
+
+
 @pytest.mark.ray
 @pytest.mark.timeout(180)
 def test_two_gloo_workers_train_a_loadable_detector(ray_local, tiny_data, tmp_path):
     X = tiny_data["train"]
     X_val = np.concatenate([make_images(6, seed=7), make_images(6, kind="anomaly", seed=8)])
     y_val = np.r_[np.ones(6, int), np.zeros(6, int)]
+    X_test = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
     t0 = time.perf_counter()
-    det = train_detector_ddp(
+    fit = fit_ddp(
         X, DetectorConfig(**{**TINY_RAY, "epochs": 3}), num_workers=2, resources_per_worker={"CPU": 1},
-        storage_path=str(tmp_path / "ray"), name="ddp2", controller_failure_limit=0, X_val=X_val, y_val=y_val)
+        storage_path=str(tmp_path / "ray"), name="ddp2", controller_failure_limit=0, X_val=X_val, y_val=y_val,
+        checkpoint_every=2, score_sets={"val": X_val, "test": X_test})
+    det = fit.detector
     print(f"2-worker TorchTrainer fit: {time.perf_counter() - t0:.1f}s")
     assert type(det) is MultiTaskDetector
     assert det.ray_run_["world_size"] == 2 and det.ray_run_["starts"] == [0]
     assert [h["epoch"] for h in det.history_] == [0, 1, 2]
     assert det.history_[-1]["loss"] < det.history_[0]["loss"]
     assert "acc_val_normal/jigsaw" in det.history_[-1]  # the head diagnostic, computed on rank 0
-    assert (tmp_path / "ray" / "ddp2").is_dir()  # checkpoints under {storage_path}/{name}
+    # checkpoints after epoch 1 (every 2: resumable, with the optimizer) and at the end (weights only)
+    stored = sorted((tmp_path / "ray" / "ddp2").glob(f"checkpoint_*/{STATE_FILE}"))
+    states = [torch.load(p, weights_only=True) for p in stored]
+    assert sorted(st["epoch"] for st in states) == [1, 2]
+    assert {st["epoch"]: "optimizer" in st for st in states} == {1: True, 2: False}
     # jigsaw permutations come from config.seed: the same as a locally built detector's
     local = MultiTaskDetector(**{**TINY_RAY, "epochs": 3}).init_model(X.shape[1:])
     assert torch.equal(det.permutations_, local.permutations_)
+    # rank 0 calibrated and scored; the caller's detector (loaded from rank 0's bytes) scores the same
+    assert fit.device == "cpu" and set(fit.scores) == {"val", "test"}
+    assert np.allclose(fit.scores["test"], det.score_samples(X_test), atol=1e-6)
+    assert np.allclose(fit.head_scores["val"]["rotation"], det.score_tasks(X_val)["rotation"], atol=1e-6)
     assert _auroc(det, tiny_data["test_normal"], tiny_data["test_anomaly"]) > 0.8
     path = det.save(tmp_path / "det.pt")
     back = MultiTaskDetector.load(path)
-    X_test = np.concatenate([tiny_data["test_normal"], tiny_data["test_anomaly"]])
     assert np.allclose(back.score_samples(X_test), det.score_samples(X_test))
     assert back.threshold_ == det.threshold_ and len(back.history_) == 3
 
@@ -105,7 +143,7 @@ def test_killed_worker_resumes_from_checkpoint_and_rerun_by_name_resumes(ray_loc
     X = np.concatenate([tiny_data["train"]] * 4)  # slower epochs: the kill lands mid-epoch
     cfg = DetectorConfig(**{**TINY_RAY, "epochs": 4})
     common = dict(num_workers=2, resources_per_worker={"CPU": 1}, storage_path=str(tmp_path / "ray"),
-                  controller_failure_limit=0)
+                  controller_failure_limit=0, checkpoint_every=1)  # a resumable checkpoint after every epoch
     # worker-level fault tolerance: rank 1 is SIGKILLed after epoch 0's report; the group restarts
     det = train_detector_ddp(X, cfg, name="ft", max_failures=2,
                              callbacks=[KillWorkerAfterEpoch(0, tmp_path / "killed-ft", rank=1)], **common)
@@ -124,3 +162,17 @@ def test_killed_worker_resumes_from_checkpoint_and_rerun_by_name_resumes(ray_loc
     det3 = train_detector_ddp(X, cfg, name="again", max_failures=0, **common)
     X_test = tiny_data["test_anomaly"]
     assert np.allclose(det3.score_samples(X_test), det2.score_samples(X_test))
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(60)
+def test_a_trial_without_gpus_keeps_its_detector_copy_on_cpu(ray_local):
+    """Ray 2.60 shows every GPU to tasks that reserved none: device="auto" must not pick one there."""
+    from mtssad.distributed.train import _driver_device, _gpus_reserved_here
+
+    @ray_local.remote(num_cpus=0.5)
+    def inside():
+        return _gpus_reserved_here(), _driver_device("auto"), _driver_device("cpu")
+
+    assert ray_local.get(inside.remote()) == (0.0, "cpu", "cpu")
+    assert _gpus_reserved_here() is None  # the test process is a driver, not a Ray worker

@@ -1,4 +1,4 @@
-"""The Ray glue: DDP training (Ray Train), sweeps (Ray Tune), batch scoring (Ray Data).
+"""The Ray glue: DDP training (Ray Train), sweeps (Ray Tune), batch scoring (Ray Data), run storage.
 
 Importing this package imports no Ray; each name below loads its module on first use:
 
@@ -9,12 +9,23 @@ from __future__ import annotations
 
 _EXPORTS = {
     "train_detector_ddp": ".train",
+    "fit_ddp": ".train",
+    "DDPFit": ".train",
+    "use_ddp": ".train",
+    "ddp_workers": ".train",
+    "check_ddp_resources": ".train",
     "CheckpointError": ".train",
     "run_sweep": ".tune",
     "sweep_trials": ".tune",
     "select_by_validation": ".tune",
     "DetectorScorer": ".data",
     "score_with_ray_data": ".data",
+    "load_detector": ".data",
+    "copy_to_storage": ".storage",
+    "publish_dir": ".storage",
+    "join_uri": ".storage",
+    "check_storage_path": ".storage",
+    "StorageError": ".storage",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,9 @@
 """`mtssad sweep` and the `ray_jobs/` scripts: their Ray flags, connecting to Ray, running the sweep.
 
 Argument parsing imports no Ray, so `mtssad --help` stays fast; Ray is imported
-when the sweep runs. With --ray-address (default $RAY_ADDRESS) the sweep joins
-that cluster, otherwise it starts a local Ray sized to this machine.
+when the sweep runs. Like `ray.init()`, a command joins the running cluster
+(--ray-address, else $RAY_ADDRESS, else a `ray start` cluster on this machine) and
+starts a private local Ray only with --local or when there is none (and says so).
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
                         "multi-node clusters (default: $STORAGE_PATH, else OUTDIR/ray)")
     g.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per training run (default: %(default)s)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
-                   help="cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
+                   help="cluster to join (default: $RAY_ADDRESS, else a cluster `ray start`ed on this machine, else a "
+                        "local Ray is started)")
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray when one is started (default: all)")
     g.add_argument("--driver-resource", default=None,
                    help="custom resource every trial driver takes 1 of (e.g. TRAIN_DRIVER, declared on safe nodes in "
                         "cluster.yaml); also caps trials resumed by --resume, which Tune starts all at once")
-    g.add_argument("--local", action="store_true", help="start a small local Ray (2 CPUs unless --num-cpus) even if RAY_ADDRESS is set")
+    g.add_argument("--local", action="store_true",
+                   help="start a private local Ray (2 CPUs unless --num-cpus) instead of joining a running cluster, "
+                        "even if RAY_ADDRESS is set")
 
 
 def finish_ray_args(args):
@@ -68,31 +72,72 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     add_ray_args(p)
 
 
+def connection_plan(address: str | None = None, *, local: bool = False, env=None,
+                    running_cluster: str | None = None) -> tuple[str, str]:
+    """How `ray_session` connects, as ("join", address) or ("local", why); `ray.init()` semantics.
+
+    local=True: a private local Ray (asked for). Else an address (argument, then $RAY_ADDRESS, which
+    `ray job submit` sets) is joined; else a cluster started on this machine with `ray start`
+    (`running_cluster`: its address, read from Ray's temp dir when not given); else, with nothing to
+    join, a local Ray is started, and the reason is returned so it can be logged.
+    """
+    env = os.environ if env is None else env
+    if local:
+        return "local", "asked for (--local)"
+    address = address or env.get("RAY_ADDRESS") or None
+    if address:  # also "auto": asked to join whatever runs (ray.init says so if nothing does)
+        return "join", address
+    if running_cluster is None:
+        running_cluster = _running_cluster_address()
+    if running_cluster:
+        return "join", "auto"
+    return "local", "no Ray cluster to join (no --ray-address, RAY_ADDRESS unset, no `ray start` on this machine)"
+
+
+def _running_cluster_address() -> str | None:
+    """The address a `ray start` on this machine left in Ray's temp dir, if any (what ray.init() joins)."""
+    try:
+        from ray._private.services import find_bootstrap_address  # private; what ray.init(address=None) reads
+
+        return find_bootstrap_address(None)
+    except Exception:  # an older/newer Ray without it: ray.init() decides then
+        return None
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, local: bool = False, num_cpus: int | None = None,
-                log_to_driver: bool = True):
+                log_to_driver: bool = True, storage_path: str | None = None):
     """Connect to Ray for the duration of a command; shut down only a Ray this call started.
 
-    local: start a private local Ray (loopback, no dashboard); address: join that cluster
-    ("auto", "ray://...", host:port); neither: ray.init() (joins a running cluster if any).
-    Inside `ray job submit` the supervisor sets RAY_ADDRESS, so a bare call joins the cluster.
+    Joins the running cluster by default (`connection_plan`: address, $RAY_ADDRESS, a `ray start`
+    cluster on this machine); starts a private local Ray (loopback, no dashboard, `num_cpus`) only
+    when local=True or there is nothing to join, and logs that it did (a warning when not asked for).
     log_to_driver=False keeps workers' output in Ray's session logs (<session dir>/logs), off this console.
+    storage_path: refused (StorageError) when it is a head-local path on several alive nodes.
     Yields the `ray` module; `ray_session.log_dir` then holds the session's log directory.
     """
     import ray
 
     from .raylog import session_log_dir
+    from .storage import check_storage_path
 
     if ray.is_initialized():  # e.g. a test's Ray, or a caller that connected already
         ray_session.log_dir = session_log_dir()
+        if storage_path is not None:
+            check_storage_path(storage_path)
         yield ray
         return
-    if local:
+    how, what = connection_plan(address, local=local)
+    if how == "local":  # a warning when not asked for: on a cluster's head it means the cluster is not used
+        (log.info if local else log.warning)("starting a local Ray (%s CPUs): %s", num_cpus or "all", what)
         ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     else:
-        ctx = ray.init(address=address, log_to_driver=log_to_driver)
+        log.info("joining the Ray cluster at %s", what)
+        ctx = ray.init(address=what, log_to_driver=log_to_driver)
     ray_session.log_dir = session_log_dir(ctx)
     try:
+        if storage_path is not None:
+            check_storage_path(storage_path)
         yield ray
     finally:
         ray.shutdown()
@@ -102,16 +147,28 @@ ray_session.log_dir = None
 
 
 def storage_of(args) -> str:
-    """The sweep's storage: --storage-path, else OUTDIR/ray."""
-    return args.storage_path or os.path.join(os.path.abspath(args.out), "ray")
+    """The run's storage: --storage-path (a URI or a path), else OUTDIR/ray on this machine."""
+    from .storage import absolute
+
+    return absolute(args.storage_path or os.path.join(args.out, "ray"))
 
 
 def experiment_dir(args) -> str:
-    from .preflight import is_remote
+    return f"{storage_of(args)}/{getattr(args, 'experiment_name', 'sweep')}"
 
-    storage = storage_of(args)
-    storage = storage if is_remote(storage) else os.path.abspath(os.path.expanduser(storage))
-    return f"{storage}/{getattr(args, 'experiment_name', 'sweep')}"
+
+def publish_results(args, name: str | None = None) -> str | None:
+    """Copy OUTDIR (results, per-image scores, report, plots) to {storage}/{name}-results; print where.
+
+    name: default --experiment-name. Nothing is copied when the storage is OUTDIR/ray (the default).
+    """
+    from .storage import publish_dir
+
+    name = name or getattr(args, "experiment_name", None) or "run"
+    dest = publish_dir(args.out, storage_of(args), f"{name}-results")
+    if dest:
+        print(f"results, scores and report copied to {dest}")
+    return dest
 
 
 def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
@@ -122,7 +179,7 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
     """
     from ..cli import check_tasks_flag, load_from_args, log_level_of, method_params
     from ..data import resolve_classes
-    from .preflight import check_sweep, is_remote
+    from .preflight import check_sweep
     from .raylog import ray_console
     from .tune import classes_summary, run_sweep
 
@@ -135,15 +192,14 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
     ds = load_from_args(args)
     classes = resolve_classes(ds, args.classes)
     storage = storage_of(args)
-    storage = storage if is_remote(storage) else os.path.abspath(os.path.expanduser(storage))
     check_sweep(args, ds, classes, params=params, storage=storage)
     log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
              f"{tuple(ds.train_images.shape[1:])}; results -> {args.out}")
     verbose = log_level_of(args) == "DEBUG"  # -v: Ray's own output on the console too
     log_file = os.path.join(args.out, "sweep.log")
     with ray_console(log_file, verbose=verbose), \
-            ray_session(args.ray_address, local=getattr(args, "local", False) or not args.ray_address,
-                        num_cpus=args.num_cpus, log_to_driver=verbose):
+            ray_session(args.ray_address, local=getattr(args, "local", False), num_cpus=args.num_cpus,
+                        log_to_driver=verbose, storage_path=storage):
         if not verbose:
             log.info(f"Ray's own messages: {log_file}; Ray workers' logs: {ray_session.log_dir or 'Ray session logs'}")
         rows = run_sweep(
@@ -174,4 +230,5 @@ def run_sweep_command(args) -> int:
     from ..report import render_report
 
     print(f"report: {render_report(args.out)}")
+    publish_results(args)
     return 0

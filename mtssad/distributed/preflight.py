@@ -12,12 +12,9 @@ import os
 import tempfile
 
 from ..errors import OutputDirError, UsageError
+from .storage import is_uri as is_remote  # one definition of "a URI, not a path"
 
 log = logging.getLogger(__name__)
-
-
-def is_remote(path: str) -> bool:
-    return "://" in str(path)
 
 
 def experiment_exists(exp: str) -> bool:

@@ -1,11 +1,19 @@
 """Data-parallel training of a detector with Ray Train (V2 `TorchTrainer`, DDP).
 
-    det = train_detector_ddp(X_normal, DetectorConfig(backbone="wrn-10-1"), num_workers=2,
-                             storage_path="/tmp/ray_results", name="digits-3")
-    det.score_samples(X_test)          # the same MultiTaskDetector that .fit() returns
+    fit = fit_ddp(X_normal, DetectorConfig(backbone="wrn-16-4"), num_workers=2, use_gpu=True,
+                  storage_path="s3://bucket/run", name="cifar10-3", X_val=X_val, y_val=y_val,
+                  score_sets={"val": X_val, "test": X_test})
+    fit.detector                       # the same MultiTaskDetector that .fit() returns (calibrated)
+    fit.scores["test"]                 # (N,) score_samples of X_test, computed on rank 0's device
+    det = train_detector_ddp(...)      # the same, detector only
 
-Each worker runs the single-process step (`mtssad.train.train_step`) on its share
-of every global batch:
+When DDP pays (`use_ddp`): when asked for (num_workers >= 2) or, with the worker count left to
+the caller (None), for fit sets of DDP_MIN_FIT_IMAGES images or more; below that a class trains
+in its own process (a TorchTrainer costs ~15-18 s of start-up, measured in
+benchmarks/results/training.md). DDP workers get whole GPUs (NCCL refuses two ranks on one GPU).
+
+Each worker (`mtssad.distributed.ddp_worker`) runs the single-process step
+(`mtssad.train.train_step`) on its share of every global batch:
 
 * Global batch = `config.batch_size` ORIGINAL images, as in the local path. Every
   rank draws the same seeded shuffle (`batch_order`), and rank r trains on
@@ -14,7 +22,8 @@ of every global batch:
   disjoint and together are the whole global batch; all ranks take the same number of
   steps, as DDP needs. DDP averages the gradients of the per-rank mean losses,
   which equals the global mean when batch_size is a multiple of num_workers.
-  BatchNorm statistics are per rank (no SyncBatchNorm); rank 0's are saved.
+  BatchNorm statistics are per rank (no SyncBatchNorm); recalibration replaces them.
+  The number of epochs is the local loop's step budget (`planned_epochs`).
 * With one worker the loop is exactly `MultiTaskDetector.fit`: same seeding, same
   single generator, same weights. With more, the shuffle generator is shared and
   the dropout/jigsaw-offset randomness is reseeded per (seed, rank, epoch), so a
@@ -25,11 +34,19 @@ of every global batch:
   the whole uint8 array (zero-copy on its node). That suits the paper's data
   (a class of CUB-200 at 32 px is a few MB); for data sets of many GB, read
   shards from shared storage in the worker instead.
-* Rank 0 reports metrics and a checkpoint (model of the unwrapped module,
-  optimizer, scheduler, epoch, history, generator states) every epoch. A failed
-  worker group is restarted from the last checkpoint (`max_failures`); running
-  again with the same `name` and `storage_path` resumes the stored run
-  (driver-level restore; a finished run is not retrained).
+* After training, rank 0 finishes the detector on its own device: BatchNorm
+  recalibration, head selection, calibration, and the scores of `score_sets`
+  (validation, test). Only the results travel back to the caller: the detector
+  file's bytes (weights + fitted state) and the score arrays. The caller (a Tune
+  trial or a job's driver, which reserved 1 CPU) does no heavy work.
+* Rank 0 reports metrics every epoch and a checkpoint (unwrapped module, optimizer,
+  scheduler, epoch, history, generator states) every `checkpoint_every` epochs,
+  uploaded in the background (`checkpoint_upload="async"`, Ray's
+  CheckpointUploadMode.ASYNC) while the next epoch trains, plus a weights-only one
+  at the end. A failed worker group is restarted from the last checkpoint
+  (`max_failures`); running again with the same `name` and `storage_path` resumes
+  the stored run (driver-level restore); a finished run is not retrained (its
+  final checkpoint is only recalibrated and scored again).
 * Every checkpoint stores the run's identity (detector class, image shape, every
   config field but device/progress). Resuming it with a different config (grid,
   k, backbone, epochs, ...) raises CheckpointError naming the differing fields, as
@@ -39,175 +56,80 @@ of every global batch:
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from sklearn.base import clone
 
 from ..config import DetectorConfig
-from ..detector import load_failure_reason
-from ..train import batch_order, make_optimizer, make_scheduler, planned_epochs, seed_everything, train_step
 from ..validation import check_images, check_labels
+from .ddp_worker import (  # noqa: F401  (re-exported: the checkpoint format and sharding belong to this API)
+    RESUME_MAY_DIFFER,
+    STATE_FILE,
+    CheckpointError,
+    check_resumable,
+    shard_batches,
+    train_loop_per_worker,
+)
+# Epochs between training checkpoints (plus a weights-only one at the end): a WRN-16-4 state with its
+# optimizer is ~21 MB, so a checkpoint every epoch of 1800 small trials would upload hundreds of GB.
+CHECKPOINT_EVERY = 5
+CHECKPOINT_UPLOADS = ("async", "sync")
 
-STATE_FILE = "state.pt"
-# Config fields a resumed run may change: where it runs and how it reports, not what it trains.
-RESUME_MAY_DIFFER = ("device", "progress")
-
-
-class CheckpointError(ValueError):
-    """A stored Ray Train checkpoint that cannot be resumed: unreadable, or from a different config."""
-
-
-def shard_batches(n: int, batch_size: int, world_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Global index batches (the local `batch_order`), with a last batch smaller than world_size folded in."""
-    batches = batch_order(n, batch_size, generator)
-    if world_size > 1 and len(batches) > 1 and len(batches[-1]) < world_size:
-        batches[-2] = torch.cat(batches[-2:])
-        batches.pop()
-    return batches
-
-
-def _derived_seed(seed: int, rank: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
-
-
-def _sum_across_ranks(values: list[float], device: torch.device) -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
+# Fit-set size from which DDP is chosen when the caller leaves the worker count open (num_workers=None).
+# Reasoned, not measured on a GPU (none was available): a TorchTrainer costs ~15-18 s of start-up
+# (benchmarks/results/training.md, fixed_s), and a second worker saves at most half the training time;
+# for DDP to cut a fit's wall time by >= 25%, training on one device must last >= 4 x 17 s ~ 70 s.
+# WRN-16-4 on 3x32x32 is 0.79 GFLOP forward per variant (torch FlopCounterMode), ~2.4 GFLOP to train,
+# x 14 variants (8 + k, k = 6) ~ 33 GFLOP per image-epoch; at ~15 TFLOP/s sustained (AMP, one A10G-class
+# GPU) that is ~450 image-epochs/s, so 15 epochs take >= 70 s from ~2,000 images. A CUB-200 class
+# (~30 images) trains in-process; a CIFAR-10 class (5,000) and OOD training sets (50,000) take DDP.
+# Re-measure with benchmarks/gpu.py on the cluster's GPU and pass `threshold=`.
+DDP_MIN_FIT_IMAGES = 2000
+DDP_AUTO_WORKERS = 2  # workers `ddp_workers` picks above the threshold when the caller left it open
 
 
-def _get_images(ref):
-    import ray
+def ddp_workers(num_workers: int | None, n_fit_images: int, *, threshold: int = DDP_MIN_FIT_IMAGES,
+                auto_workers: int = DDP_AUTO_WORKERS) -> int:
+    """DDP workers to train a fit set of `n_fit_images` with; 0 = train in the caller's own process.
 
-    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
-
-
-def _as_tensor(arr: np.ndarray) -> torch.Tensor:
-    """Zero-copy view of a (read-only) object-store array; training never writes to it."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.ascontiguousarray(arr))
-
-
-def _load_state(checkpoint) -> dict:
-    """The state dict of a checkpoint; a missing, truncated or foreign file is a CheckpointError naming it."""
-    where = os.path.join(str(checkpoint.path), STATE_FILE)
-    try:
-        with checkpoint.as_directory() as d:
-            st = torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, random bytes, pickled code, missing file
-        raise CheckpointError(f"{where}: not a readable mtssad training checkpoint ({load_failure_reason(e)}); delete the run directory or use another name to start afresh") from None
-    if not isinstance(st, dict) or "model" not in st or "epoch" not in st:
-        raise CheckpointError(f"{where}: not an mtssad training checkpoint (no model/epoch entries)")
-    return st
+    num_workers >= 2: asked for DDP, granted. num_workers == 1: one process, so in-process (a
+    one-worker TorchTrainer only adds its ~17 s start-up). None: the rule decides: `auto_workers`
+    workers from `threshold` fit images up (DDP_MIN_FIT_IMAGES, reasoned in this module), else 0.
+    """
+    if num_workers is not None:
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1 (or None: decided by the fit-set size); got {num_workers}")
+        return int(num_workers) if num_workers >= 2 else 0
+    if auto_workers < 2:
+        raise ValueError(f"auto_workers must be >= 2 (DDP); got {auto_workers}")
+    return int(auto_workers) if n_fit_images >= threshold else 0
 
 
-def _run_identity(det, image_shape) -> dict:
-    """What a checkpoint must share with a run to be resumed by it (stored in every checkpoint)."""
-    config = {k: v for k, v in json.loads(det.config.to_json()).items() if k not in RESUME_MAY_DIFFER}
-    return {"detector": type(det).__name__, "image_shape": list(image_shape), **config}
+def use_ddp(num_workers: int | None, n_fit_images: int, threshold: int = DDP_MIN_FIT_IMAGES) -> bool:
+    """True: train with a TorchTrainer of DDP workers (`fit_ddp`); False: train in the trial's process.
+
+    Asked for (num_workers >= 2), or num_workers=None and at least `threshold` fit images
+    (DDP_MIN_FIT_IMAGES = 2000, reasoned from the TorchTrainer start-up cost in this module's notes).
+    """
+    return ddp_workers(num_workers, n_fit_images, threshold=threshold) >= 2
 
 
-def check_resumable(state: dict, det, image_shape, where: str = "checkpoint") -> None:
-    """Raise CheckpointError naming every field where a stored checkpoint differs from this run."""
-    stored = state.get("identity")
-    if stored is None:  # written before identities were stored: nothing to compare
-        return
-    mine = _run_identity(det, image_shape)
-    diff = [f"{k}: {stored.get(k)!r} in the checkpoint, {mine.get(k)!r} in this run"
-            for k in sorted(set(stored) | set(mine)) if stored.get(k) != mine.get(k)]
-    if diff:
-        raise CheckpointError(f"{where} was written by a run with a different config ({'; '.join(diff)}); "
-                              "use another name (or storage_path) for a new config, or the same config to resume")
+def check_ddp_resources(num_workers: int, use_gpu: bool, resources_per_worker: dict | None) -> None:
+    """Refuse fractional GPUs per DDP worker before anything starts (NCCL: 'Duplicate GPU detected').
 
-
-def train_loop_per_worker(cfg: dict) -> None:
-    """Ray Train worker: build the detector's network, train on this rank's shares, report every epoch."""
-    import ray.train
-    import ray.train.torch
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    det = cfg["detector"]  # an unfitted detector: its parameters and plan recipe
-    device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
-    det.set_params(device=str(device), progress=False)
-    config = det.config
-    X = _as_tensor(_get_images(cfg["images"]))  # (N, C, H, W) uint8
-    X_val = y_val = None
-    if cfg.get("val") is not None:
-        X_val, y_val = _get_images(cfg["val"])
-        X_val, y_val = _as_tensor(X_val), np.asarray(y_val, bool)
-
-    order_gen = seed_everything(config.seed)  # same init on every rank, as in MultiTaskDetector.fit
-    det.init_model(tuple(X.shape[1:]), permutations=cfg["permutations"])
-    model = ray.train.torch.prepare_model(det.model_)  # DDP (gloo on CPU, nccl on GPU) when world > 1
-    optimizer = make_optimizer(model, config)
-    steps = len(shard_batches(len(X), config.batch_size, world, torch.Generator().manual_seed(0)))
-    epochs = planned_epochs(steps, config)  # the local loop's step budget
-    scheduler = make_scheduler(optimizer, steps * epochs)
-
-    start, history, starts = 0, [], []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        st = _load_state(checkpoint)
-        check_resumable(st, det, tuple(X.shape[1:]), where=f"checkpoint {checkpoint.path}")
-        det.model_.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        order_gen.set_state(st["order_gen"])
-        if world == 1:
-            torch.set_rng_state(st["torch_rng"])
-        start, history, starts = st["epoch"] + 1, st["history"], st["starts"]
-    starts = starts + [start]
-
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        if world == 1:
-            aug_gen = order_gen  # exactly the local loop's generator use
-        else:
-            torch.manual_seed(_derived_seed(config.seed, rank, epoch))  # dropout
-            aug_gen = torch.Generator().manual_seed(_derived_seed(config.seed, rank, epoch) + 1)  # jigsaw offsets
-        loss_sum, n_seen, correct, counted = 0.0, 0, {}, {}
-        for idx in shard_batches(len(X), config.batch_size, world, order_gen):
-            local = idx[rank::world]  # this rank's disjoint share of the global batch
-            loss, c, k = train_step(model, det.plan_, X[local], optimizer, device=device, generator=aug_gen,
-                                    amp=config.amp)
-            scheduler.step()
-            loss_sum, n_seen = loss_sum + loss * len(local), n_seen + len(local)
-            for h in c:
-                correct[h], counted[h] = correct.get(h, 0) + c[h], counted.get(h, 0) + k[h]
-        heads = sorted(correct)
-        totals = _sum_across_ranks([loss_sum, n_seen] + [correct[h] for h in heads] + [counted[h] for h in heads],
-                                   device)
-        stats = {"loss": totals[0] / max(1.0, totals[1])}
-        stats.update({f"acc_train/{h}": totals[2 + i] / max(1.0, totals[2 + len(heads) + i])
-                      for i, h in enumerate(heads)})
-        stats.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
-        if rank == 0 and X_val is not None:
-            stats.update(det._validation_accuracy(X_val, y_val))
-        history = history + [stats]
-        with tempfile.TemporaryDirectory() as d:
-            ck = None
-            if rank == 0:
-                torch.save({"model": det.model_.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                            "starts": starts, "order_gen": order_gen.get_state(),
-                            "torch_rng": torch.get_rng_state(), "world_size": world,
-                            "identity": _run_identity(det, X.shape[1:])},
-                           os.path.join(d, STATE_FILE))
-                ck = ray.train.Checkpoint.from_directory(d)
-            metrics = {**stats, "world_size": world, "start_epoch": start, "pid": os.getpid(), "n_local": n_seen}
-            ray.train.report(metrics, checkpoint=ck)
+    Two ranks of one process group cannot share a GPU, so with num_workers >= 2 every worker needs a
+    whole number (>= 1) of GPUs. One worker may take a fraction (no NCCL peer to clash with); fractional
+    GPUs for several trials on one GPU belong to in-process training, not DDP.
+    """
+    gpus = (resources_per_worker or {}).get("GPU", 1 if use_gpu else 0)
+    if num_workers >= 2 and gpus and (float(gpus) < 1 or float(gpus) != int(gpus)):
+        raise ValueError(
+            f"DDP with {num_workers} workers needs whole GPUs per worker; got GPU={gpus} per worker. NCCL refuses "
+            "two ranks on one GPU ('Duplicate GPU detected'). Use 1 GPU (or 2, 3, ...) per worker, or train "
+            "in-process with a fractional GPU per trial (num_workers=1)")
 
 
 def _as_detector(config):
@@ -224,30 +146,62 @@ def _as_detector(config):
                     f"got {type(config).__name__}")
 
 
+def _gpus_reserved_here() -> float | None:
+    """GPUs Ray reserved for this process when it is a Ray task/actor (e.g. a Tune trial); None in a driver."""
+    try:
+        import ray
+        from ray._private.worker import WORKER_MODE, global_worker  # private: no public "am I a worker" call
+
+        if not ray.is_initialized() or global_worker.mode != WORKER_MODE:
+            return None
+        return float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))
+    except Exception:
+        return None
+
+
 def _driver_device(device: str) -> str:
+    """Where the caller's copy of the detector lives. Ray 2.60 shows every GPU to actors that reserved none,
+    so a Tune trial or task without a GPU gets "cpu" for device="auto" rather than a GPU it did not ask for."""
     from ..validation import resolve_device
 
+    if device == "auto" and _gpus_reserved_here() == 0:
+        return "cpu"
     try:
         return str(resolve_device(device))
     except ValueError:  # e.g. "cuda" asked for, but this driver (a CPU head or Tune trial) sees no GPU
         return "cpu"
 
 
-def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool = False,
-                       resources_per_worker: dict | None = None, storage_path: str, name: str,
-                       max_failures: int = 2, controller_failure_limit: int = -1, checkpoints_to_keep: int = 2,
-                       X_val=None, y_val=None, callbacks=None):
-    """Fit a detector on normal images X_train with `num_workers` Ray Train workers; return it fitted.
+@dataclass
+class DDPFit:
+    """What `fit_ddp` brings back from rank 0: the finished detector and the scores it computed."""
+
+    detector: object  # the fitted, calibrated MultiTaskDetector (or subclass), loaded on the caller's device
+    scores: dict = field(default_factory=dict)  # score set name -> (N,) score_samples, computed on rank 0
+    head_scores: dict = field(default_factory=dict)  # score set name -> head -> (N,) per-head scores
+    train_seconds: float = 0.0  # wall time of the Ray run (worker start, training, rank-0 calibration and scoring)
+    calibrate_seconds: float = 0.0  # rank 0's BatchNorm recalibration + calibration
+    score_seconds: float = 0.0  # rank 0's scoring of the score sets
+    device: str = ""  # where rank 0 calibrated and scored (cuda:0, cpu)
+
+
+def fit_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool = False, resources_per_worker: dict | None = None,
+            storage_path: str, name: str, max_failures: int = 2, controller_failure_limit: int = -1,
+            checkpoints_to_keep: int = 2, checkpoint_every: int = CHECKPOINT_EVERY, checkpoint_upload: str = "async",
+            X_val=None, y_val=None, score_sets: dict | None = None, callbacks=None) -> DDPFit:
+    """Fit a detector on normal images X_train with `num_workers` Ray Train workers; finish and score it on rank 0.
 
     config: a DetectorConfig, a dict of its fields, or an unfitted MultiTaskDetector (or subclass,
     e.g. from `mtssad.methods.make_method`). X_val / y_val (1 = normal): the per-epoch head
-    diagnostic (computed on rank 0) and the reference normals of `calibrate`, as in `fit`.
-    resources_per_worker: e.g. {"CPU": 0.5} (fractional, to fit under a Tune trial on few CPUs) or
-    {"CPU": 4, "GPU": 1}. storage_path/name: where checkpoints go ({storage_path}/{name}/); a fixed
-    name makes a rerun resume. controller_failure_limit=0 makes an unschedulable worker group fail
-    fast (tests); keep -1 on autoscaling clusters, where the workers wait for nodes.
-    The returned detector is calibrated on the driver and saves/loads like a locally fitted one;
-    train_seconds_ is the wall time of the Ray run (including worker start).
+    diagnostic and the reference normals of `calibrate`, as in `fit`. score_sets: name -> images
+    (N, C, H, W) that rank 0 scores with the finished detector on its device (e.g. {"val": X_val,
+    "test": X_test}); only the score arrays come back. resources_per_worker: e.g. {"CPU": 0.5} or
+    {"CPU": 4, "GPU": 1}; with num_workers >= 2 GPUs must be whole (ValueError before anything starts).
+    storage_path/name: checkpoints go to {storage_path}/{name}/ (a URI or a path shared by the
+    nodes); a fixed name makes a rerun resume. checkpoint_every: epochs between training checkpoints
+    (and one at the end); checkpoint_upload: "async" (uploaded while the next epoch trains) or "sync".
+    controller_failure_limit=0 makes an unschedulable worker group fail fast (tests); keep -1 on
+    autoscaling clusters, where the workers wait for nodes.
     Raises CheckpointError when the stored run under this name has a different config or an
     unreadable checkpoint.
     """
@@ -255,32 +209,51 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from .data import load_detector
+    from .storage import absolute, check_storage_path
+
     det = _as_detector(config)
     X = check_images(X_train, name="X_train")
     det._check_fits_min_size(X)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1; got {num_workers}")
+    check_ddp_resources(num_workers, use_gpu, resources_per_worker)
     if det.config.batch_size < num_workers:
         raise ValueError(f"batch_size ({det.config.batch_size}) is the global batch split over workers; "
                          f"it must be >= num_workers ({num_workers})")
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 epoch; got {checkpoint_every}")
+    if checkpoint_upload not in CHECKPOINT_UPLOADS:
+        raise ValueError(f"checkpoint_upload must be one of {CHECKPOINT_UPLOADS}; got {checkpoint_upload!r}")
+    shape = tuple(X.shape[1:])
     if X.dtype != torch.uint8:
         X = (X * 255).round().to(torch.uint8)  # workers get uint8: 4x smaller in the object store
-    val = None
     if X_val is not None:
-        X_val = check_images(X_val, expected_shape=tuple(X.shape[1:]), name="X_val")
+        X_val = check_images(X_val, expected_shape=shape, name="X_val")
         y_val = check_labels(y_val, len(X_val), name="y_val")
-        val = ray.put((X_val.numpy(), y_val))
     det._check_selection_data(y_val)  # head_selection="diagnostic" without held-out normals: fail before training
     X, X_cal = det.hold_out_calibration(X, y_val)  # threshold_ from normals not trained on, as in fit
-    shape = tuple(X.shape[1:])
+    checked, keys = {}, {}  # one object per distinct array: the same array under two names is shipped once
+    for set_name, images in (score_sets or {}).items():
+        if id(images) not in checked:  # checked here, before any Ray call
+            checked[id(images)] = check_images(images, expected_shape=shape, name=f"score_sets[{set_name!r}]")
+        keys[set_name] = id(images)
+    storage_path = absolute(storage_path)
+    if ray.is_initialized():
+        check_storage_path(storage_path)
+
+    val = None if X_val is None else ray.put((X_val.numpy(), y_val))
+    cal = None if X_cal is None else ray.put(X_cal.numpy())
+    refs = {key: ray.put(images.numpy()) for key, images in checked.items()}
 
     probe = _as_detector(det)
     probe.set_params(device="cpu")
     probe.init_model(shape)  # draws the jigsaw permutations from config.seed once, here
     permutations = probe.permutations_
 
-    train_config = {"detector": _as_detector(det), "images": ray.put(X.numpy()), "val": val,
-                    "permutations": permutations, "use_gpu": use_gpu}
+    train_config = {"detector": _as_detector(det), "images": ray.put(X.numpy()), "val": val, "calibration": cal,
+                    "permutations": permutations, "use_gpu": use_gpu, "checkpoint_every": int(checkpoint_every),
+                    "checkpoint_upload": checkpoint_upload, "score_refs": refs, "score_sets": keys}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=train_config,
@@ -305,15 +278,24 @@ def train_detector_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool =
             raise CheckpointError(str(causes[0])) from e
         raise
     train_seconds = time.perf_counter() - t0
-    if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {name!r} under {storage_path} finished without a checkpoint")
-    state = _load_state(result.checkpoint)
+    out = result.return_value
+    if not isinstance(out, dict) or "detector" not in out:
+        raise RuntimeError(f"Ray Train run {name!r} under {storage_path} finished without rank 0's results "
+                           f"(got {type(out).__name__})")
+    fitted = load_detector(out["detector"], device=_driver_device(det.config.device))
+    fitted.train_seconds_ = train_seconds
+    fitted.ray_run_ = {"path": result.path, "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                       "world_size": out["world_size"], "starts": list(out["starts"])}
+    return DDPFit(detector=fitted, scores={k: v[0] for k, v in out["scores"].items()},
+                  head_scores={k: v[1] for k, v in out["scores"].items()}, train_seconds=train_seconds,
+                  calibrate_seconds=out["calibrate_seconds"], score_seconds=out["score_seconds"], device=out["device"])
 
-    det.set_params(device=_driver_device(det.config.device))
-    det.init_model(shape, permutations=permutations)
-    det.model_.load_state_dict(state["model"])
-    det.history_ = list(state["history"])
-    det.train_seconds_ = train_seconds
-    det.ray_run_ = {"path": result.path, "checkpoint": result.checkpoint.path, "world_size": state["world_size"],
-                    "starts": list(state["starts"])}
-    return det.calibrate(X, X_val=X_val, y_val=None if X_val is None else y_val.astype(int), X_calibration=X_cal)
+
+def train_detector_ddp(X_train, config, **kwargs):
+    """`fit_ddp(X_train, config, **kwargs).detector`: the fitted detector, calibrated on rank 0.
+
+    The detector saves/loads like a locally fitted one; train_seconds_ is the wall time of the Ray
+    run (including worker start); ray_run_ holds the run's path, last checkpoint, world size and the
+    epochs each attempt started at.
+    """
+    return fit_ddp(X_train, config, **kwargs).detector
