@@ -500,7 +500,6 @@ def _state_mismatch(expected: dict, found, limit: int = 3) -> str:
     return "; ".join(out[:limit]) + more
 
 
-<<<<<<< HEAD
 # Sentences of torch.load's errors that advise loading with weights_only=False or allowlisting the
 # file's globals: either would run the code a crafted file carries, so they are never passed on.
 _UNSAFE_ADVICE = re.compile(r"weights_only|re-running|trust|safe_globals|two options|pytorch 2\.6|documentation|"
@@ -513,10 +512,10 @@ def load_failure_reason(err: BaseException, limit: int = 200) -> str:
     kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
     text = " ".join(kept) or "refused by the safe loader"
     return f"{type(err).__name__}: {text[:limit]}"
-=======
+
+
 def _source_name(source) -> str:
     return f"<{len(source)} bytes of a detector file>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
->>>>>>> issue-13b
 
 
 def read_detector_file(path) -> dict:
