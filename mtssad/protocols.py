@@ -17,6 +17,7 @@ import numpy as np
 
 from .data import DataError, ImageDataset, validation_split
 from .methods import METHODS, make_method, trains_jigsaw
+from .config import expand_tasks
 from .metrics import anomaly_metrics, auroc
 
 
@@ -46,6 +47,9 @@ def method_config(method: str, det) -> dict:
     params = det.get_params() if hasattr(det, "get_params") else {}
     params = {k: PROTOCOL_PARAMS.get(k, v) for k, v in params.items()  # what evaluate_method fits with
               if k not in ("progress", "device", "score_batch_size", "channels_last", "image_shape")}
+    for key in ("tasks", "score_heads"):  # one spelling per set of heads: ("geometric", "jigsaw") = all four
+        if params.get(key) is not None:
+            params[key] = expand_tasks(params[key])
     return {"method": method, **params}
 
 
