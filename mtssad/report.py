@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from .diagnostic import head_verdict
+from .errors import OutputDirError
 from .paper import CITATION, paper_auroc, paper_siwm
-from .results import HEAD_PREFIX, ResultsFileError, ResultsStore, atomic_write_bytes, file_name, read_scores_file, run_name
+from .results import HEAD_PREFIX, ResultsStore, atomic_write_bytes, file_name, read_scores_file, run_name
 
 __all__ = ["BELOW_PAPER", "MARKER", "plot_roc", "plot_task_curves", "render_report", "task_table", "task_verdicts"]
 
@@ -308,7 +309,7 @@ def _report_path(outdir: Path) -> Path:
     if _ours(path):
         return path
     if not _ours(alt):
-        raise ResultsFileError(f"{outdir}: report.md and mtssad-report.md both exist and were not written by mtssad; "
+        raise OutputDirError(f"{outdir}: report.md and mtssad-report.md both exist and were not written by mtssad; "
                                "move one aside to get a report")
     log.warning("%s was not written by mtssad (no marker line): left untouched; the report goes to %s", path, alt.name)
     return alt
