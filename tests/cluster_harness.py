@@ -187,7 +187,7 @@ def _wait_http(url: str, timeout: float) -> None:
 
 
 def fake_bootstrap_config(raw: dict, *, gcs_port: int, head_resources: dict, worker_resources: dict,
-                          idle_timeout_minutes: float = 0.1, max_workers: int = 2) -> dict:
+                          idle_timeout_minutes: float = 0.5, max_workers: int = 2) -> dict:
     """cluster.yaml's autoscaling settings and node types on Ray's fake multi-node provider.
 
     Worker resources are scaled to this machine (fake GPUs); the head keeps no GPU, as in cluster.yaml.
@@ -204,7 +204,10 @@ def fake_bootstrap_config(raw: dict, *, gcs_port: int, head_resources: dict, wor
         "max_workers": min(cfg["max_workers"], max_workers),
         "upscaling_speed": cfg.get("upscaling_speed", 1.0),
         "idle_timeout_minutes": idle_timeout_minutes,
-        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}"},
+        # as Ray's fake_multi_node example: nodes are raylets keyed by node id (all share 127.0.0.1),
+        # already "up to date" (no SSH updater, no launch-config hash to compare)
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}", "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True},
         "auth": {"ssh_user": "ubuntu"},
         "available_node_types": fake_types,
         "head_node_type": "ray.head.default",

@@ -129,7 +129,7 @@ def test_tune_and_train_keep_their_state_in_s3(root, moto_s3, uri_form):
 
 # ---------------------------------------------------------------- autoscaling on the fake multi-node provider
 
-def _autoscaling_head(root, moto_s3, *, idle_timeout_minutes=0.1):
+def _autoscaling_head(root, moto_s3, *, idle_timeout_minutes=0.5):
     raw = ch.load_cluster_yaml()
     ch.generate_token(root / "home")
     gcs_port = ch.free_port()
