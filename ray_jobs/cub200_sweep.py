@@ -2,7 +2,7 @@
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
         python ray_jobs/cub200_sweep.py --data-root /mnt/mtssad/data --storage-path s3://$BUCKET/mtssad/runs \
-        --out /mnt/mtssad/results/cub200 --use-gpu --gpus-per-trial 0.5 --max-concurrent-trials 16
+        --out /mnt/mtssad/results/cub200 --use-gpu --gpus-per-trial 0.5
 
 (cluster.yaml's layout; docs/aws.md.)
 
