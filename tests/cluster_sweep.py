@@ -4,8 +4,12 @@
 
 Each trial asks Tune for {"CPU": 1, "GPU": 1}, as issue 13's class trials do, so the autoscaler sees
 GPU demand and starts GPU nodes; each row says which node and GPU the trial ran on. Once the
-class-trial engine is merged, `run_gpu_sweep` can call mtssad.distributed.run_sweep(...,
-gpus_per_trial=1) instead, as long as every row it returns carries `node_id`.
+class-trial engine (issue 13) is merged, `run_gpu_sweep` can call
+mtssad.distributed.run_sweep(dataset, classes=[0, 1], grids=["2x2"], ks=[3], params=tiny,
+use_gpu=True, gpus_per_trial=1, storage_path=..., name=...) instead, provided that (a) its rows
+carry `node_id` (ray.get_runtime_context().get_node_id() in the class trial) and (b) a trial given
+a fake GPU trains on the CPU when torch sees no CUDA (its trial_device() picks "cuda" from the
+assigned GPU alone).
 """
 
 from __future__ import annotations
