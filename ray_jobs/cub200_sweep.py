@@ -1,8 +1,10 @@
 """Ray job: the CUB-200 fine-grained sweep: 200 normal classes x jigsaw grid x k, selected on validation.
 
-    ray job submit --address http://<head>:8265 --working-dir . -- \
-        python ray_jobs/cub200_sweep.py --data-root ~/data/CUB_200_2011 --use-gpu --gpus-per-trial 0.5 \
-        --max-concurrent-trials 16 --storage-path s3://<bucket>/mtssad-ray --out ~/results/cub200
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
+        python ray_jobs/cub200_sweep.py --data-root /mnt/mtssad/data --storage-path s3://$BUCKET/mtssad/runs \
+        --out /mnt/mtssad/results/cub200 --use-gpu --gpus-per-trial 0.5
+
+(cluster.yaml's layout; docs/aws.md.)
 
 Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12): 200 x 9 = 1800
 trials. On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): every trial's

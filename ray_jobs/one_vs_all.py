@@ -1,7 +1,8 @@
 """Ray job: one-vs-all evaluation of one method configuration, every normal class a Tune trial.
 
-    ray job submit --address http://<head>:8265 --working-dir . -- \
-        python ray_jobs/one_vs_all.py --dataset digits --classes 0 1 --epochs 5 --out /shared/runs/digits
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
+        python ray_jobs/one_vs_all.py --dataset cifar10 --data-root /mnt/mtssad/data --use-gpu \
+        --storage-path s3://$BUCKET/mtssad/runs --out /mnt/mtssad/results/cifar10
     python ray_jobs/one_vs_all.py --local --dataset digits --classes 0 --epochs 1 --out runs/smoke
 
 Joins the running cluster ($RAY_ADDRESS, set by `ray job submit`); --local starts a private 2-CPU Ray.

@@ -1,8 +1,8 @@
 """Ray job: out-of-distribution detection: train on every class of one data set, score another's test set.
 
-    ray job submit --address http://<head>:8265 --working-dir . -- \
-        python ray_jobs/ood.py --dataset cifar10 --ood-dataset svhn --data-root /data --methods rotnet ours \
-        --use-gpu --num-workers 2 --score-actors 2 --out /shared/runs/ood
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --runtime-env ray_jobs/runtime_env.yaml -- \
+        python ray_jobs/ood.py --dataset cifar10 --ood-dataset svhn --data-root /mnt/mtssad/data --methods rotnet ours \
+        --use-gpu --num-workers 2 --score-actors 2 --storage-path s3://$BUCKET/mtssad/runs --out /mnt/mtssad/results/ood
 
 Training: Ray Train (DDP) on all of --dataset's training images, finished on rank 0. Scoring: the
 detector (sent through the object store) on a Ray Data actor pool over the in-distribution test set
