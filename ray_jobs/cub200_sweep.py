@@ -2,14 +2,16 @@
 
     ray job submit --address http://<head>:8265 --working-dir . -- \
         python ray_jobs/cub200_sweep.py --data-root ~/data/CUB_200_2011 --use-gpu --gpus-per-trial 0.5 \
-        --max-concurrent-trials 16 --storage-path s3://<bucket>/mtssad-ray --out ~/results/cub200
+        --storage-path s3://<bucket>/mtssad-ray --out ~/results/cub200
 
-Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12): 200 x 9 = 1800
-trials. On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): every trial's
-checkpoints go there, and --resume after an interruption reruns only unfinished trials.
-Partial GPUs (--gpus-per-trial 0.5) pack two small trials per GPU. --max-concurrent-trials should
-be (GPUs the autoscaler may start) / gpus-per-trial: the workers' placement groups are outside Tune's
-accounting. Drivers can be pinned to the on-demand head with --driver-resource TRAIN_DRIVER.
+Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12, >= 300 optimizer steps):
+200 x 9 = 1800 configs in 200 class trials. Each class trial asks Tune for its CPUs and GPU share
+(--gpus-per-trial 0.5 packs two classes per GPU) and trains its 9 configs one after another on it;
+trials waiting for a GPU are demand the autoscaler sees, so no --max-concurrent-trials is needed.
+On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): the trials' small
+checkpoints (finished rows, the best config's test scores) go there, and --resume after an
+interruption continues each unfinished class at its next config. Trials can be pinned to
+on-demand nodes with --driver-resource TRAIN_DRIVER.
 """
 
 import argparse
@@ -25,13 +27,16 @@ def parse_args(argv=None):
     add_method_args(p)
     add_output_args(p, "runs/cub200_sweep")
     add_sweep_args(p)
-    p.set_defaults(backbone="wrn-16-4", epochs=15, grid_search=["2x2", "3x3", "4x4"], k_search=[3, 6, 12],
-                   experiment_name="cub200")
+    p.set_defaults(backbone="wrn-16-4", epochs=15, min_steps=300, grid_search=["2x2", "3x3", "4x4"],
+                   k_search=[3, 6, 12], experiment_name="cub200")
     return finish_ray_args(p.parse_args(argv))
 
 
 def main(argv=None) -> int:
+    from mtssad.distributed.progress import console_logging
+
     args = parse_args(argv)
+    console_logging(quiet=args.quiet)
     run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
     return 0
 
