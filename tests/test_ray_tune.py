@@ -189,6 +189,7 @@ def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outpu
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits16, tmp_path):
     """The first run's trials stop after one config each (no retries): SweepIncomplete. A rerun without

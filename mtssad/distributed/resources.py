@@ -17,16 +17,19 @@ IN_PROCESS, DDP = "in_process", "ddp"
 
 
 def plan_class_trials(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_trial, driver_cpus: float,
-                      driver_resources: dict | None, max_concurrent_trials, cluster: dict) -> dict:
+                      driver_resources: dict | None, max_concurrent_trials, cluster: dict,
+                      ray_train: bool = False) -> dict:
     """Tune resources of one class trial, its DDP workers' resources, and the trial concurrency.
 
+    ray_train: train every config with Ray Train even with 1 worker (the pre-class-trial cost per
+    config: benchmarks/sweep_overhead.py; or to check a cluster's Train set-up).
     Returns {"mode", "trial_resources", "resources_per_worker", "max_concurrent_trials", "note"};
     max_concurrent_trials None = as many as Tune can place (in-process trials).
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1; got {num_workers}")
     extra = dict(driver_resources or {})
-    if num_workers >= 2:
+    if num_workers >= 2 or ray_train:
         plan = plan_resources(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                               gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus,
                               max_concurrent_trials=max_concurrent_trials, cluster=cluster)

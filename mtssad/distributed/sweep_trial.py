@@ -184,7 +184,8 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
         row.update(dataset=ds.name, normal_class=ds.class_names[c], seed=s.seed, split="test",
                    n_train=len(d.X_fit), n_val=len(y_sel), n_val_anomalies=int((y_sel == 0).sum()),
                    val_auroc=val_auroc, train_seconds=fit_s, val_seconds=val_s,
-                   epochs_run=len(getattr(det, "history_", [])), device=device, trial_id=trial_id,
+                   epochs_run=len(getattr(det, "history_", [])),
+                   epochs_seconds=sum(h.get("seconds", 0.0) for h in getattr(det, "history_", [])), device=device, trial_id=trial_id,
                    trial_start=start_no, fit_index=state.fits, test_scored=False)
         state.fits += 1
         fits_now += 1

@@ -51,7 +51,8 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
               max_failures: int = 2, trial_max_failures: int = 1, controller_failure_limit: int = -1,
               out: str | None = None, verbose: int = 0, score_all_test: bool = False,
               val_anomaly_ratio: float = VAL_ANOMALY_RATIO, val_max_anomalies: int = VAL_MAX_ANOMALIES,
-              reuse_actors: bool | None = None, crash_after_configs: int | None = None) -> list[dict]:
+              reuse_actors: bool | None = None, crash_after_configs: int | None = None,
+              ray_train: bool = False) -> list[dict]:
     """Run (or resume) a sweep on the connected Ray cluster; return one result row per config.
 
     dataset: an `ImageDataset`. classes: normal class indices (None = all). params: DetectorConfig
@@ -65,6 +66,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     (default: only for each class's best-so-far). out: also write the rows (with `selected`), the
     selected configs' per-image scores and histories to the ResultsStore at `out`, skipping rows
     it has. reuse_actors: None = True for in-process trials. crash_after_configs: fault drill.
+    ray_train: every config through `train_detector_ddp` even with 1 worker (overhead benchmark).
     Raises SweepIncomplete when a trial errored or the sweep was interrupted.
     """
     import ray
@@ -84,7 +86,8 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     tasks = class_tasks(specs)
     plan = plan_class_trials(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                              gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus, driver_resources=driver_resources,
-                             max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources())
+                             max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources(),
+                             ray_train=ray_train)
     if plan["note"]:
         log.warning(plan["note"])
     storage = _abs_storage(storage_path)
@@ -119,10 +122,11 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
                 checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
         )
     grid = tuner.fit()
-    rows, bests, problems = [], {}, []
+    rows, bests, problems, n_done = [], {}, [], 0
     for res in grid:
         task = (res.config or {}).get("task", {})
         state = TrialState.from_checkpoint(res.checkpoint) if res.checkpoint is not None else TrialState()
+        n_done += len(state.rows)
         if res.error is not None or len(state.rows) < len(task.get("configs", [None])):
             why = type(res.error).__name__ if res.error else "not finished"
             problems.append(f"class {task.get('normal_class')} / {task.get('method')}: {why} "
@@ -131,9 +135,8 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
         rows += state.rows  # in training order: selection's tie rule (first wins) is the trial's
         if state.best_name is not None:
             bests[state.best_name] = state
-    missing = len(specs) - len(rows)  # an interrupted sweep may not have created every trial yet
-    if missing:
-        raise SweepIncomplete(f"{missing} of {len(specs)} configs did not finish ({'; '.join(problems[:5]) or 'not started'}); "
+    if len(rows) < len(specs):  # an interrupted sweep may not have created every trial yet
+        raise SweepIncomplete(f"{len(specs) - n_done} of {len(specs)} configs did not finish ({'; '.join(problems[:5]) or 'not started'}); "
                               f"finished configs are kept in their trials' checkpoints: rerun with resume (same storage "
                               f"path and name) to run only the rest")
     rows = select_by_validation(rows)
