@@ -4,7 +4,8 @@
         python ray_jobs/one_vs_all.py --dataset digits --classes 0 1 --epochs 5 --out /shared/runs/digits
     python ray_jobs/one_vs_all.py --local --dataset digits --classes 0 --epochs 1 --out runs/smoke
 
-Each class trains with Ray Train (--num-workers DDP workers, --use-gpu) and is scored on the
+Each class is a Tune class trial that trains on its own device (--cpus-per-trial, --use-gpu
+--gpus-per-trial; --num-workers 2+ trains with Ray Train DDP instead) and is scored on the
 whole test split; rows go to OUTDIR/results.parquet (mtssad.results.ResultsStore).
 """
 
