@@ -21,7 +21,7 @@ computation in both designs). fixed cost per config = (sweep wall - sum of compu
 everything that is not training or scoring -- Tune and trial start, TorchTrainers, reports,
 checkpoints, result collection, writing the outputs.
 
-    python benchmarks/sweep_overhead.py [--quick] [--no-ray-train]
+    python benchmarks/sweep_overhead.py [--quick] [--no-ray-train] [--summarize RESULTS_JSON]
 """
 
 from __future__ import annotations
@@ -122,7 +122,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-ray-train", action="store_true", help="skip the TorchTrainer-per-config run")
+    p.add_argument("--summarize", metavar="JSON", help="only recompute the figures from a results JSON of this benchmark")
     args = p.parse_args()
+    if args.summarize:
+        return summarize_file(args.summarize)
     from mtssad.data import load_dataset
 
     classes, ks, epochs = SIZES[args.quick]
@@ -144,64 +147,78 @@ def main() -> None:
     key = lambda r: (r["normal_class"], r["k"])  # noqa: E731
     compute = {key(r): r["train_seconds"] + r["val_seconds"] + (r.get("score_seconds") or 0) * bool(r["test_scored"])
                for r in new_rows}
-    out, summary = [], {}
-    for design, (rows, wall, trials) in {"new": (new_rows, new_wall, new_trials), **({"ray_train": rt} if rt else {})}.items():
-        for r in sorted(rows, key=key):
-            out.append({"design": design, "normal_class": r["normal_class"], "k": r["k"],
-                        "epochs_s": r["epochs_seconds"], "fit_s": r["train_seconds"], "val_s": r["val_seconds"],
-                        "test_s": (r.get("score_seconds") or 0) if r["test_scored"] else 0.0,
-                        "compute_s": compute[key(r)], "config_s": r["config_seconds"]})
-        n = len(rows)
-        total_compute = sum(compute.values())
-        fixed = (wall - total_compute) / n
-        trial_wall = sum(trials["trial_walls"])
-        summary[design] = {"configs": n, "class_trials": len(trials["trial_walls"]), "sweep_wall_s": wall,
-                           "setup_s": trials["setup_s"], "gap_between_trials_s": trials["gaps_s"],
-                           "after_last_trial_s": trials["after_last_trial_s"],
-                           "fixed_s_per_config": fixed, "compute_share_of_sweep": total_compute / wall,
-                           "compute_share_of_class_trials": total_compute / trial_wall if trial_wall else None,
-                           "trial_wall_s": trial_wall,
-                           "in_trial_overhead_s_per_config": (trial_wall - total_compute) / n}
-        out.append({"design": f"{design}: fixed cost per config", "compute_s": total_compute / n,
-                    "config_s": wall / n, "fit_s": None})
+    table, measured = [], {}
+    for design, (rows, wall, timing) in {"new": (new_rows, new_wall, new_trials), **({"ray_train": rt} if rt else {})}.items():
+        configs = [{"design": design, "normal_class": r["normal_class"], "k": r["k"], "epochs_s": r["epochs_seconds"],
+                    "fit_s": r["train_seconds"], "val_s": r["val_seconds"],
+                    "test_s": (r.get("score_seconds") or 0) if r["test_scored"] else 0.0,
+                    "compute_s": compute[key(r)], "config_s": r["config_seconds"]} for r in sorted(rows, key=key)]
+        table += configs
+        measured[design] = {"sweep_wall_s": wall, "setup_s": timing["setup_s"], "gap_between_trials_s": timing["gaps_s"],
+                            "after_last_trial_s": timing["after_last_trial_s"], "trial_wall_s": sum(timing["trial_walls"]),
+                            "class_trials": len(timing["trial_walls"])}
+    summarize(table, measured, loads, dict(quick=args.quick, classes=classes, ks=ks, epochs=epochs))
+
+
+def summarize(table: list[dict], measured: dict, loads: list[float], run: dict) -> None:
+    """The figures, notes and projection from the per-config table and each design's timings; writes the results.
+
+    Fixed cost per config (steady state) = (class trials' wall + gaps between trials - training and
+    scoring) / configs: what a long sweep pays per config; Tune's one-time set-up and the final
+    writing of the outputs are reported apart (all-in = (sweep wall - training and scoring) / configs).
+    """
+    summary, out = {}, []
+    for design, m in measured.items():
+        configs = [r for r in table if r["design"] == design]
+        n = len(configs)
+        total_compute = sum(r["compute_s"] for r in configs)
+        steady = m["trial_wall_s"] + sum(m["gap_between_trials_s"])
+        gaps = sorted(m["gap_between_trials_s"])
+        summary[design] = {**m, "configs": n, "compute_s": total_compute,
+                           "fixed_s_per_config": (steady - total_compute) / n,
+                           "allin_fixed_s_per_config": (m["sweep_wall_s"] - total_compute) / n,
+                           "in_trial_overhead_s_per_config": (m["trial_wall_s"] - total_compute) / n,
+                           "median_gap_between_trials_s": gaps[len(gaps) // 2] if gaps else 0.0,
+                           "compute_share_of_class_trials": total_compute / m["trial_wall_s"],
+                           "compute_share_of_sweep": total_compute / m["sweep_wall_s"]}
+        out += configs + [{"design": f"{design}: per config (mean)", "compute_s": total_compute / n,
+                           "config_s": m["trial_wall_s"] / n}]
     new = summary["new"]
-    # paid per class trial: the gap between one trial's end and the next one's start (Tune's scheduling, the
-    # reused actor's reset); Tune's set-up and the outputs are paid once per sweep (negligible over 1800 configs)
-    gaps = new["gap_between_trials_s"]
-    trial_start_s = max(0.0, sorted(gaps)[len(gaps) // 2]) if gaps else 0.0
-    proj = {ms: cub_projection(new["in_trial_overhead_s_per_config"], trial_start_s, ms) for ms in (0, 300)}
-    cpu_gflops = sum(r["epochs_s"] for r in out if r["design"] == "new")
-    n_fit, v_mean = 24, sum(variants(k) for k in ks) / len(ks)
-    train_gflop = len(new_rows) * epochs * n_fit * v_mean * 3 * 0.0244  # wrn-10-1 1x32x32: 0.0244 GFLOP/img fwd
-    cpu_gflops = train_gflop / cpu_gflops
+    proj = {ms: cub_projection(new["in_trial_overhead_s_per_config"], new["median_gap_between_trials_s"], ms)
+            for ms in (0, 300)}
+    n_fit, v_mean = 24, sum(variants(k) for k in run["ks"]) / len(run["ks"])
+    train_gflop = new["configs"] * run["epochs"] * n_fit * v_mean * 3 * 0.0244  # wrn-10-1 1x32x32: 0.0244 GFLOP/img fwd
+    cpu_gflops = train_gflop / sum(r["epochs_s"] for r in table if r["design"] == "new")
     notes = [
-        f"new (class trials): {new['configs']} configs in {new['class_trials']} class trials, one at a time, "
-        f"{new['sweep_wall_s']:.0f}s; fixed cost {new['fixed_s_per_config']:.2f}s per config (sweep wall minus "
-        f"training and scoring, over configs; incl. Ray Tune's start and the outputs), of which "
-        f"{new['in_trial_overhead_s_per_config']:.2f}s inside the class trials (Tune set-up "
-        f"{new['setup_s']:.0f}s once, {trial_start_s:.0f}s between class trials); training + scoring are "
-        f"{new['compute_share_of_class_trials']:.0%} of the class trials' wall and {new['compute_share_of_sweep']:.0%} "
-        "of the sweep's",
+        f"new (class trials): {new['configs']} configs in {new['class_trials']} class trials, one at a time: fixed "
+        f"cost {new['fixed_s_per_config']:.2f}s per config in steady state ({new['in_trial_overhead_s_per_config']:.2f}s "
+        f"inside the class trials + {new['median_gap_between_trials_s']:.0f}s between class trials over its configs); "
+        f"training + scoring are {new['compute_share_of_class_trials']:.0%} of the class trials' wall; all-in "
+        f"(Tune's set-up {new['setup_s']:.0f}s once, writing the outputs {new['after_last_trial_s']:.0f}s): sweep "
+        f"{new['sweep_wall_s']:.0f}s, {new['allin_fixed_s_per_config']:.1f}s per config, training + scoring "
+        f"{new['compute_share_of_sweep']:.0%} of it",
     ]
-    if rt:
+    if "ray_train" in summary:
         r = summary["ray_train"]
-        notes.append(f"ray_train (a TorchTrainer per config, the old design's training path, same configs): "
-                     f"{r['sweep_wall_s']:.0f}s, fixed cost {r['fixed_s_per_config']:.1f}s per config "
-                     f"({r['fixed_s_per_config'] / max(new['fixed_s_per_config'], 1e-9):.0f}x the class trials')")
+        notes.append(f"ray_train (a TorchTrainer per config, the old design's training path, same configs): fixed cost "
+                     f"{r['fixed_s_per_config']:.1f}s per config ({r['fixed_s_per_config'] / max(new['fixed_s_per_config'], 1e-9):.0f}x "
+                     f"the class trials'); training + scoring {r['compute_share_of_class_trials']:.0%} of the trials' "
+                     f"wall; sweep {r['sweep_wall_s']:.0f}s")
     notes += [
         f"old design (committed {OLD_COMMITTED['date']}, load {OLD_COMMITTED['load_avg_1min']}): "
         f"{OLD_COMMITTED['overhead_s_per_config']}s of overhead per config ({OLD_COMMITTED['design']}; 92% of each "
         "trial's wall)",
         f"load average (1 min) at start / after each run: {', '.join(f'{x:.1f}' for x in loads)} on 2 CPUs shared "
         "with other work: absolute seconds are inflated accordingly",
-        f"this CPU trained at ~{cpu_gflops:.1f} GFLOP/s (wrn-10-1, 2 threads); the projection assumes an A10G at "
-        f"{CUB['effective_tflops']:.0f} effective TFLOPS (~{CUB['effective_tflops'] * 1e3 / cpu_gflops:.0f}x this CPU)",
+        f"this CPU trained at ~{cpu_gflops:.1f} GFLOP/s (wrn-10-1, 2 threads, under that load); the projection "
+        f"assumes an A10G at {CUB['effective_tflops']:.0f} effective TFLOPS (~{CUB['effective_tflops'] * 1e3 / cpu_gflops:.0f}x "
+        "this CPU) and keeps the fixed costs measured here (a GPU node's CPUs are not slower)",
     ]
     for ms, pr in proj.items():
         notes.append(
             f"CUB-200 projection, min_steps={ms} ({pr['epochs']} epochs = {pr['steps']} steps of 24 images x "
             f"{pr['mean_variants']:.0f} variants): {pr['configs']} configs on {CUB['cluster']}: "
-            f"{pr['per_config_s']:.1f}s per config (train {pr['train_s_per_config']:.1f}, diagnostic "
+            f"{pr['per_config_s']:.1f}s per config (train {pr['train_s_per_config']:.1f}, per-epoch diagnostic "
             f"{pr['diagnostic_s_per_config']:.1f}, test {pr['test_s_per_config']:.1f} = H_9 = "
             f"{CUB['test_scorings_per_class']:.2f} test scorings of {CUB['test_images']} images per class, selection "
             f"{pr['selection_s_per_config']:.2f}, calibration {pr['calibration_s_per_config']:.2f}, fixed "
@@ -211,11 +228,22 @@ def main() -> None:
         "sweep_overhead", out, ["design", "normal_class", "k", "epochs_s", "fit_s", "val_s", "test_s", "compute_s",
                                 "config_s"],
         title="Tune sweep: fixed cost per config (class trials vs a TorchTrainer per config) and the CUB-200 projection",
-        settings={"quick": args.quick, "data": "digits 1x32x32, max_train=300 (~30/class), max_test=100",
-                  "classes": classes, "grids": GRIDS, "ks": ks, "params": dict(PARAMS, epochs=epochs),
+        settings={"quick": run["quick"], "data": "digits 1x32x32, max_train=300 (~30/class), max_test=100",
+                  "classes": run["classes"], "grids": GRIDS, "ks": run["ks"], "params": dict(PARAMS, epochs=run["epochs"]),
                   "ray_cpus": 2, "summary": summary, "old_committed": OLD_COMMITTED, "load_avg_1min": loads,
                   "cpu_train_gflops": cpu_gflops, "cub_assumptions": CUB, "cub_projection": proj},
         notes=notes)
+
+
+def summarize_file(path: str) -> None:
+    """Recompute the figures from a results JSON of this benchmark (its per-config rows and timings)."""
+    d = json.loads(open(path).read())
+    st = d["settings"]
+    table = [r for r in d["rows"] if "normal_class" in r and r.get("normal_class") is not None]
+    keys = ("sweep_wall_s", "setup_s", "gap_between_trials_s", "after_last_trial_s", "trial_wall_s", "class_trials")
+    measured = {k: {f: v[f] for f in keys} for k, v in st["summary"].items()}
+    summarize(table, measured, st["load_avg_1min"], dict(quick=st["quick"], classes=st["classes"], ks=st["ks"],
+                                                         epochs=st["params"]["epochs"]))
 
 
 if __name__ == "__main__":
