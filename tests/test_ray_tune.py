@@ -209,3 +209,22 @@ def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits
         mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
         assert [(r["k"], r["trial_start"], r["fit_index"]) for r in mine] == [(2, 0, 0), (3, 1, 1)]
         assert len({r["trial_id"] for r in mine}) == 1  # the same (restored) trial
+
+
+def test_progress_line_says_configs_done_class_elapsed_and_eta():
+    from mtssad.distributed.progress import progress_line
+
+    row = dict(normal_class="3", method="ours", grid="2x2", k=3, val_auroc=0.9812, config_seconds=12.4,
+               test_scored=True, auroc=0.99)
+    line = progress_line(7, 20, row, elapsed=70.0, done_here=7)  # 10 s a config here: 13 left -> 2:10
+    assert line.startswith("[7/20 configs] class 3 / ours 2x2 k=3: val AUROC 0.981 (12.4s; test AUROC 0.990)")
+    assert line.endswith("elapsed 1:10, ETA 2:10")
+    assert "test AUROC" not in progress_line(1, 2, {**row, "test_scored": False}, 5.0, 1)
+
+
+def test_sweep_cli_defaults_keep_the_quickstart_budget_and_offer_test_all_configs():
+    from mtssad.cli import build_parser
+
+    args = build_parser().parse_args(["sweep"])
+    assert args.min_steps == 0 and args.test_all_configs is False and args.epochs == 10
+    assert build_parser().parse_args(["sweep", "--test-all-configs"]).test_all_configs
