@@ -73,8 +73,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     import ray.tune
 
     classes = list(range(len(dataset.class_names))) if classes is None else [int(c) for c in classes]
-    params = dict(params or {})
-    params.setdefault("progress", False)
+    params = dict(params or {}, progress=False)  # no tqdm bars from trials: the driver logs progress per config
     if not 0 < val_fraction < 1:
         raise ValueError(f"a sweep selects on validation data: val_fraction must be in (0, 1); got {val_fraction}")
     specs, skipped = sweep_trials(classes, list(methods), list(grids), list(ks),
