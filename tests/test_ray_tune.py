@@ -228,3 +228,13 @@ def test_sweep_cli_defaults_keep_the_quickstart_budget_and_offer_test_all_config
     args = build_parser().parse_args(["sweep"])
     assert args.min_steps == 0 and args.test_all_configs is False and args.epochs == 10
     assert build_parser().parse_args(["sweep", "--test-all-configs"]).test_all_configs
+
+
+def test_score_all_test_gives_every_config_a_test_row(digits16):
+    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+
+    task = {"normal_class": 0, "method": "ours", "configs": [{"grid": "2x2", "k": 2}, {"grid": "2x2", "k": 3}]}
+    state = run_class_configs(task, digits16, SweepSettings(params=PARAMS, score_all_test=True), TrialState(),
+                              device="cpu", trial_id="t", report=lambda row, st: None)
+    assert [r["test_scored"] for r in state.rows] == [True, True]
+    assert all(0 <= r["auroc"] <= 1 and r["n_test"] == len(digits16.test_images) for r in state.rows)
