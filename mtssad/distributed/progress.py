@@ -39,6 +39,11 @@ def make_progress_callback(total: int):
 
     class SweepProgress(ray.tune.Callback):
         def __init__(self):
+            self.setup()
+
+        def setup(self, **info):
+            # Called when the experiment (re)starts: Tuner.restore brings back the pickled callback, whose
+            # clock and counts belong to the interrupted run.
             self.t0 = time.perf_counter()
             self.done_by_trial: dict[str, int] = {}
             self.done_here = 0
