@@ -191,19 +191,22 @@ def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outpu
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits16, tmp_path):
+def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits16, tmp_path, caplog):
     """The first run's trials stop after one config each (no retries): SweepIncomplete. A rerun without
     resume is refused; the resumed sweep trains only the configs not done, in the restored trials."""
     from mtssad.distributed import run_sweep
     from mtssad.distributed.tune import SweepIncomplete
 
+    caplog.set_level(logging.INFO, logger="mtssad")
     kw = dict(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS,
               storage_path=str(tmp_path / "ray"), name="sweep", trial_max_failures=0)
     with pytest.raises(SweepIncomplete, match="2 of 4 configs"):
         run_sweep(digits16, crash_after_configs=1, **kw)
     with pytest.raises(ValueError, match="resume=True"):
         run_sweep(digits16, **kw)
+    caplog.clear()
     rows = run_sweep(digits16, resume=True, **kw)
+    assert "resumed: 2 of 4 configs were done before" in caplog.text and "[4/4 configs]" in caplog.text
     assert len(rows) == 4
     for c in ("0", "1"):
         mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
