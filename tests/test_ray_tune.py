@@ -241,3 +241,16 @@ def test_score_all_test_gives_every_config_a_test_row(digits16):
                               device="cpu", trial_id="t", report=lambda row, st: None)
     assert [r["test_scored"] for r in state.rows] == [True, True]
     assert all(0 <= r["auroc"] <= 1 and r["n_test"] == len(digits16.test_images) for r in state.rows)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_num_workers_two_trains_each_config_with_ddp_inside_the_class_trial(ray_local, digits16, tmp_path):
+    from mtssad.distributed import run_sweep
+
+    rows = run_sweep(digits16, classes=[0], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS, num_workers=2,
+                     storage_path=str(tmp_path / "ray"), name="sweep", controller_failure_limit=0)
+    assert len(rows) == 2 and sum(r["selected"] for r in rows) == 1
+    runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())  # one TorchTrainer run per config
+    assert len(runs) == 2 and all(r.endswith(("k2", "k3")) for r in runs)
