@@ -47,9 +47,10 @@ def figures(name: str, d: dict) -> dict[str, float]:
     elif name == "scoring_memory":
         out["peak_rss 20k vs 2k"] = d["rows"][-1]["peak_vs_2k"]
     elif name == "sweep_overhead":
-        med = [r for r in d["rows"] if str(r.get("trial", "")).startswith("median")]
-        if med:
-            out["median overhead_s per trial"] = med[0]["overhead_s"]
+        for design, summ in d.get("settings", {}).get("summary", {}).items():
+            out[f"sweep fixed_s_per_config {design}"] = summ["fixed_s_per_config"]
+            if summ.get("compute_share_of_class_trials") is not None:
+                out[f"sweep compute_share_of_class_trials {design}"] = summ["compute_share_of_class_trials"]
     elif name.startswith("score_options"):
         for r in d["rows"]:
             if r["class"] == "**mean**":
@@ -66,6 +67,8 @@ TARGETS = {
     "epoch_vs_local ray-1w": lambda v: v <= 1.10,
     "wall_vs_local ray-1a": lambda v: v <= 1.15,
     "peak_rss": lambda v: v <= 1.25,
+    "sweep fixed_s_per_config new": lambda v: v <= 1.0,
+    "sweep compute_share_of_class_trials new": lambda v: v >= 0.8,
 }
 
 

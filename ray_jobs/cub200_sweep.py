@@ -6,12 +6,14 @@
 
 (cluster.yaml's layout; docs/aws.md.)
 
-Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12): 200 x 9 = 1800
-trials. On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): every trial's
-checkpoints go there, and --resume after an interruption reruns only unfinished trials.
-Partial GPUs (--gpus-per-trial 0.5) pack two small trials per GPU. --max-concurrent-trials should
-be (GPUs the autoscaler may start) / gpus-per-trial: the workers' placement groups are outside Tune's
-accounting. Drivers can be pinned to the on-demand head with --driver-resource TRAIN_DRIVER.
+Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12, >= 300 optimizer steps):
+200 x 9 = 1800 configs in 200 class trials. Each class trial asks Tune for its CPUs and GPU share
+(--gpus-per-trial 0.5 packs two classes per GPU) and trains its 9 configs one after another on it;
+trials waiting for a GPU are demand the autoscaler sees, so no --max-concurrent-trials is needed.
+On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): the trials' small
+checkpoints (finished rows, the best config's test scores) go there, and --resume after an
+interruption continues each unfinished class at its next config. Trials can be pinned to
+on-demand nodes with --driver-resource TRAIN_DRIVER.
 """
 
 import argparse
@@ -28,8 +30,8 @@ def parse_args(argv=None):
     add_method_args(p)
     add_output_args(p, "runs/cub200_sweep")
     add_sweep_args(p)
-    p.set_defaults(backbone="wrn-16-4", epochs=15, grid_search=["2x2", "3x3", "4x4"], k_search=[3, 6, 12],
-                   experiment_name="cub200")
+    p.set_defaults(backbone="wrn-16-4", epochs=15, min_steps=300, grid_search=["2x2", "3x3", "4x4"],
+                   k_search=[3, 6, 12], experiment_name="cub200")
     return finish_ray_args(p.parse_args(argv))
 
 

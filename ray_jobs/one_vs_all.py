@@ -6,7 +6,8 @@
     python ray_jobs/one_vs_all.py --local --dataset digits --classes 0 --epochs 1 --out runs/smoke
 
 Joins the running cluster ($RAY_ADDRESS, set by `ray job submit`); --local starts a private 2-CPU Ray.
-Each class trains with Ray Train (--num-workers DDP workers, --use-gpu) and is scored on the
+Each class is a Tune class trial that trains on its own device (--cpus-per-trial, --use-gpu
+--gpus-per-trial; --num-workers 2+ trains with Ray Train DDP instead) and is scored on the
 whole test split; rows go to OUTDIR/results.parquet (mtssad.results.ResultsStore), copied to
 STORAGE/one_vs_all-results when --storage-path is elsewhere (s3://... on a multi-node cluster).
 """

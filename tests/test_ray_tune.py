@@ -1,13 +1,14 @@
-"""Ray Tune sweeps: trial specs, resources on small clusters, validation selection, a real sweep, resume."""
+"""Ray Tune sweeps: the search space, class trials, validation selection, resources, a real sweep, resume."""
 
 import json
-import math
-import time
+import logging
 
 import numpy as np
 import pytest
 
-from mtssad.distributed.tune import plan_resources, select_by_validation, sweep_trials
+from mtssad.distributed.resources import plan_class_trials, plan_resources
+from mtssad.distributed.selection import select_by_validation, selection_set
+from mtssad.distributed.sweep_space import class_tasks, sweep_trials
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 PARAMS = {k: v for k, v in TINY_RAY.items() if k not in ("grid", "k")} | {"epochs": 1, "min_steps": 0}
@@ -25,6 +26,17 @@ def test_sweep_trials_skip_invalid_grid_k_and_give_non_jigsaw_methods_one_trial(
     assert "(2*2)! = 24" in reasons[("2x2", 30)] and "too small" in reasons[("9x9", 3)]
 
 
+def test_class_tasks_put_each_class_and_methods_configs_in_one_trial_in_order():
+    specs, _ = sweep_trials([3, 1], ["ours", "geometric"], ["3x3", "2x2"], [2, 3], image_side=(32, 32))
+    tasks = class_tasks(specs)
+    assert [(t["normal_class"], t["method"]) for t in tasks] == [(3, "ours"), (3, "geometric"), (1, "ours"),
+                                                                 (1, "geometric")]
+    assert tasks[0]["configs"] == [{"grid": "3x3", "k": 2}, {"grid": "3x3", "k": 3}, {"grid": "2x2", "k": 2},
+                                   {"grid": "2x2", "k": 3}]
+    assert tasks[1]["configs"] == [{"grid": None, "k": None}]
+    assert sum(len(t["configs"]) for t in tasks) == len(specs)
+
+
 def test_select_by_validation_marks_the_best_config_per_class_and_method():
     rows = [dict(dataset="d", normal_class=c, method="ours", grid=g, val_auroc=v)
             for c, g, v in [("a", "2x2", 0.7), ("a", "3x3", 0.9), ("b", "2x2", 0.6), ("b", "3x3", float("nan"))]]
@@ -32,7 +44,47 @@ def test_select_by_validation_marks_the_best_config_per_class_and_method():
     assert [r["selected"] for r in out] == [False, True, True, False]
 
 
-def test_plan_resources_fit_drivers_and_workers_on_two_cpus():
+def test_selection_set_takes_more_anomalies_from_other_classes_training_images():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)  # 50 training images per class
+    images = rng.integers(0, 256, size=(200, 1, 4, 4)).astype(np.uint8)
+    images[:, 0, 0, 0] = labels  # each image says its class
+    X_val, y_val = images[np.r_[0:6, 60:66]], np.r_[np.ones(6, int), np.zeros(6, int)]  # 6 normals of class 0
+    X, y = selection_set(images, labels, 0, X_val, y_val, seed=1, ratio=5, max_anomalies=1000)
+    assert X.shape == (36, 1, 4, 4) and y.tolist() == [1] * 6 + [0] * 30
+    assert (X[:6] == X_val[:6]).all()  # the held-out normals themselves
+    cls = X[6:, 0, 0, 0]
+    assert set(cls) == {1, 2, 3} and np.bincount(cls)[1:].tolist() == [10, 10, 10]  # stratified, never class 0
+    assert all(any((a == b).all() for b in images) for a in X[6:])  # training images only
+    X2, y2 = selection_set(images, labels, 0, X_val, y_val, seed=1, ratio=5, max_anomalies=20)
+    assert (y2 == 0).sum() == 20  # capped
+    X3, _ = selection_set(images, labels, 0, X_val, y_val, seed=1, ratio=5, max_anomalies=1000)
+    assert (X3 == X).all()  # seeded
+    with pytest.raises(ValueError, match="no held-out normal"):
+        selection_set(images, labels, 0, X_val[6:], y_val[6:])
+
+
+def test_plan_class_trials_ask_tune_for_what_the_trial_uses():
+    p = plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+                          driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
+    assert p["mode"] == "in_process" and p["trial_resources"] == {"CPU": 1.0}
+    assert p["max_concurrent_trials"] is None  # Tune places trials by resources: 2 at once on 2 CPUs
+    g = plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=2, gpus_per_trial=0.25, driver_cpus=1.0,
+                          driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
+    assert g["trial_resources"] == {"CPU": 2.0, "GPU": 0.25, "TRAIN_DRIVER": 1}  # demand the autoscaler sees
+    assert g["max_concurrent_trials"] is None and "no GPU" in g["note"]
+    d = plan_class_trials(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+                          driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
+    assert d["mode"] == "ddp" and d["trial_resources"] == {"CPU": 1.0} and d["max_concurrent_trials"] == 1
+    with pytest.raises(ValueError, match="whole number"):
+        plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1.5, driver_cpus=1.0,
+                          driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0, "GPU": 2.0})
+    with pytest.raises(ValueError, match="needs use_gpu"):
+        plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=0.5, driver_cpus=1.0,
+                          driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0})
+
+
+def test_plan_resources_fit_ddp_drivers_and_workers_on_two_cpus():
     p = plan_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert p["resources_per_worker"] == {"CPU": 0.5} and p["max_concurrent_trials"] == 1  # 1 + 2 x 0.5 = 2
@@ -51,74 +103,154 @@ def digits16():
     return load_dataset("digits", side=16, max_train=300, max_test=120)
 
 
-def _check_rows(rows, ds, classes, n_configs):
-    assert len(rows) == len(classes) * n_configs
-    for c in classes:
-        mine = [r for r in rows if r["normal_class"] == ds.class_names[c]]
-        assert sum(r["selected"] for r in mine) == 1
-        best = max(mine, key=lambda r: r["val_auroc"])
-        assert best["selected"] and best["val_auroc"] == max(r["val_auroc"] for r in mine)
-    for r in rows:
-        assert r["dataset"] == "digits" and r["method"] == "ours" and r["grid"] == "2x2" and r["split"] == "test"
-        for m in ("auroc", "aupr", "eer", "apcer_at_5bpcer", "val_auroc", "auroc_head_jigsaw", "auroc_head_rotation"):
-            assert 0 <= r[m] <= 1, (m, r[m])
-        assert json.loads(r["config"])["k"] == r["k"] and r["n_test"] == len(ds.test_images)
-        assert r["n_train"] < 30 and r["train_seconds"] > 0  # the normal class's training images minus validation
-        data = json.loads(r["data"])  # the data selection is part of the row key
-        assert data["max_train"] == 300 and data["side"] == 16 and data["val_fraction"] == 0.2
+class _Stop(Exception):
+    pass
+
+
+def test_class_trial_resumed_from_its_checkpoint_retrains_no_finished_config(digits16, tmp_path, monkeypatch):
+    """The trial body without Ray: 3 configs, interrupted after the 2nd report, restored from the saved
+    checkpoint files: only the 3rd config is fitted; the test split was scored for each new best only."""
+    from mtssad.detector import MultiTaskDetector
+    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+
+    fits = []
+    real_fit = MultiTaskDetector.fit
+    monkeypatch.setattr(MultiTaskDetector, "fit", lambda self, X, **kw: fits.append(self.config.k) or
+                        real_fit(self, X, **kw))
+    task = {"normal_class": 2, "method": "ours", "configs": [{"grid": "2x2", "k": k} for k in (2, 3, 4)]}
+    s = SweepSettings(params=PARAMS)
+    saved = tmp_path / "ck"
+
+    def report_then_stop(row, state):
+        saved.mkdir(exist_ok=True)
+        state.save(str(saved))
+        if len(state.rows) == 2:
+            raise _Stop  # the process dies after its 2nd checkpoint
+
+    with pytest.raises(_Stop):
+        run_class_configs(task, digits16, s, TrialState(), device="cpu", trial_id="t0", report=report_then_stop)
+    assert fits == [2, 3]
+    state = TrialState.load(str(saved))
+    assert [r["k"] for r in state.rows] == [2, 3] and state.starts == 1 and state.fits == 2
+    assert len(json.dumps(state.rows)) < 20_000  # rows are a few KB; no weights in the checkpoint
+    reports = []
+    state = run_class_configs(task, digits16, s, state, device="cpu", trial_id="t0",
+                              report=lambda row, st: reports.append(row))
+    assert fits == [2, 3, 4]  # k=2 and k=3 were not fitted again
+    assert [r["k"] for r in state.rows] == [2, 3, 4] and [r["k"] for r in reports] == [4]
+    assert [r["trial_start"] for r in state.rows] == [0, 0, 1] and [r["fit_index"] for r in state.rows] == [0, 1, 2]
+    vals = [r["val_auroc"] for r in state.rows]
+    best_so_far = [i == 0 or v > max(vals[:i]) for i, v in enumerate(vals)]
+    assert [r["test_scored"] for r in state.rows] == best_so_far  # test split scored for each new best only
+    best = max(range(3), key=lambda i: (vals[i], -i))
+    assert json.loads(state.best_name)[3] == state.rows[best]["config"]
+    assert len(state.best_scores) == len(digits16.test_images) and state.best_history
+    for r in state.rows:
+        assert r["n_val_anomalies"] == 5 * (r["n_val"] - r["n_val_anomalies"])  # the enlarged selection set
+        assert r["config_seconds"] >= r["train_seconds"] + r["val_seconds"] > 0
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(420)
-def test_sweep_two_classes_two_configs_selects_by_validation(ray_local, digits16, tmp_path, capsys, caplog):
+@pytest.mark.timeout(300)
+def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outputs(ray_local, digits16, tmp_path,
+                                                                                  caplog):
+    """2 classes x 2 configs, in-process class trials (1 CPU each, 2 at once); each trial crashes after its first
+    config (a fault drill) and Tune restarts it from its checkpoint: the first config is not trained again."""
     from mtssad.distributed import run_sweep
-    from mtssad.results import ResultsStore
+    from mtssad.report import render_report
+    from mtssad.results import ResultsStore, run_name
 
-    caplog.set_level("INFO", logger="mtssad")
-    t0 = time.perf_counter()
+    caplog.set_level(logging.INFO, logger="mtssad")
     rows = run_sweep(digits16, classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30], params=PARAMS,
-                     num_workers=2, storage_path=str(tmp_path / "ray"), name="sweep", controller_failure_limit=0,
-                     out=str(tmp_path / "out"))
-    wall = time.perf_counter() - t0
-    printed = caplog.text  # progress and skip messages go through logging (mtssad.distributed.tune)
-    with capsys.disabled():
-        print(f"\nsweep of 4 trials (2 DDP workers x 0.5 CPU each): {wall:.0f}s, "
-              f"{wall / 4:.0f}s per trial; train_seconds {[round(r['train_seconds']) for r in rows]}")
-    _check_rows(rows, digits16, [0, 1], 2)
-    assert "skipping ours grid 2x2 k 30" in printed and "trial 4/4 done" in printed
-    stored = ResultsStore(tmp_path / "out").load()
+                     storage_path=str(tmp_path / "ray"), name="sweep", out=str(tmp_path / "out"),
+                     crash_after_configs=1, trial_max_failures=1)
+    assert len(rows) == 4
+    for c in ("0", "1"):
+        mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
+        assert [r["k"] for r in mine] == [2, 3] and [r["fit_index"] for r in mine] == [0, 1]  # 2 fits, 2 configs
+        assert [r["trial_start"] for r in mine] == [0, 1]  # k=3 after the restart; k=2 not redone
+        assert sum(r["selected"] for r in mine) == 1
+        sel = next(r for r in mine if r["selected"])
+        assert sel["val_auroc"] == max(r["val_auroc"] for r in mine) and sel["test_scored"]
+        assert 0 <= sel["auroc"] <= 1 and sel["n_test"] == len(digits16.test_images) and sel["device"] == "cpu"
+    log = caplog.text
+    assert "skipping ours grid 2x2 k 30" in log and "[4/4 configs]" in log and "ETA" in log
+    store = ResultsStore(tmp_path / "out")
+    stored = store.load()
     assert len(stored) == 4 and stored["selected"].sum() == 2
-    assert (tmp_path / "ray" / "sweep-train").is_dir()  # inner Train runs: train-{trial_id}
-    assert len(list((tmp_path / "ray" / "sweep-train").iterdir())) == 4
+    for r in (r for r in rows if r["selected"]):  # what `mtssad evaluate` writes, for the selected configs
+        scores = store.read_scores(run_name(r))
+        assert len(scores) == len(digits16.test_images) and {"score", "is_normal", "score_jigsaw"} <= set(scores)
+        assert store.read_json(f"history/{run_name(r)}")
+    report = render_report(tmp_path / "out").read_text()
+    assert "ROC curves" in report and "Task suitability" in report
+    assert len(list((tmp_path / "out" / "plots").glob("roc_*.png"))) == 2
+    assert len(list((tmp_path / "out" / "plots").glob("tasks_*.png"))) == 2
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_resumed_sweep_reruns_only_unfinished_trials(ray_local, digits16, tmp_path):
-    """Class 1 is broken in the first run (1 training image: its trials error); the resumed run gets the full
-    data set and reruns only those trials. Class 0's rows come back unchanged (same trial ids and timings)."""
-    import dataclasses
-
+@pytest.mark.timeout(300)
+def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits16, tmp_path, caplog):
+    """The first run's trials stop after one config each (no retries): SweepIncomplete. A rerun without
+    resume is refused; the resumed sweep trains only the configs not done, in the restored trials."""
     from mtssad.distributed import run_sweep
     from mtssad.distributed.tune import SweepIncomplete
 
-    keep = (digits16.train_labels != 1) | (np.cumsum(digits16.train_labels == 1) <= 1)
-    broken = dataclasses.replace(digits16, train_images=digits16.train_images[keep],
-                                 train_labels=digits16.train_labels[keep])
-    kw = dict(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS, num_workers=1,
-              storage_path=str(tmp_path / "ray"), name="sweep", controller_failure_limit=0, trial_max_failures=0,
-              driver_resources={"TRAIN_DRIVER": 1})  # restored trials ignore max_concurrent_trials: cap drivers
-    with pytest.raises(SweepIncomplete, match="2 of 4 trials"):
-        run_sweep(broken, **kw)
+    caplog.set_level(logging.INFO, logger="mtssad")
+    kw = dict(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS,
+              storage_path=str(tmp_path / "ray"), name="sweep", trial_max_failures=0)
+    with pytest.raises(SweepIncomplete, match="2 of 4 configs"):
+        run_sweep(digits16, crash_after_configs=1, **kw)
     with pytest.raises(ValueError, match="resume=True"):
         run_sweep(digits16, **kw)
-    t0 = time.perf_counter()
+    caplog.clear()
     rows = run_sweep(digits16, resume=True, **kw)
-    print(f"resume of 2 unfinished trials: {time.perf_counter() - t0:.0f}s")
-    _check_rows(rows, digits16, [0, 1], 2)
-    runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())
-    assert len(runs) == 4  # class 0's 2 runs from the first sweep + class 1's 2 from the resume, none twice
-    first_ids = {r["trial_id"] for r in rows if r["normal_class"] == "0"}
-    assert {f"train-{t}" for t in first_ids} <= set(runs)
-    assert not math.isnan(sum(r["val_auroc"] for r in rows))
+    assert "resumed: 2 of 4 configs were done before" in caplog.text and "[4/4 configs]" in caplog.text
+    assert len(rows) == 4
+    for c in ("0", "1"):
+        mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
+        assert [(r["k"], r["trial_start"], r["fit_index"]) for r in mine] == [(2, 0, 0), (3, 1, 1)]
+        assert len({r["trial_id"] for r in mine}) == 1  # the same (restored) trial
+
+
+def test_progress_line_says_configs_done_class_elapsed_and_eta():
+    from mtssad.distributed.progress import progress_line
+
+    row = dict(normal_class="3", method="ours", grid="2x2", k=3, val_auroc=0.9812, config_seconds=12.4,
+               test_scored=True, auroc=0.99)
+    line = progress_line(7, 20, row, elapsed=70.0, done_here=7)  # 10 s a config here: 13 left -> 2:10
+    assert line.startswith("[7/20 configs] class 3 / ours 2x2 k=3: val AUROC 0.981 (12.4s; test AUROC 0.990)")
+    assert line.endswith("elapsed 1:10, ETA 2:10")
+    assert "test AUROC" not in progress_line(1, 2, {**row, "test_scored": False}, 5.0, 1)
+
+
+def test_sweep_cli_defaults_keep_the_quickstart_budget_and_offer_test_all_configs():
+    from mtssad.cli import build_parser
+
+    args = build_parser().parse_args(["sweep"])
+    assert args.min_steps == 0 and args.test_all_configs is False and args.epochs == 10
+    assert build_parser().parse_args(["sweep", "--test-all-configs"]).test_all_configs
+
+
+def test_score_all_test_gives_every_config_a_test_row(digits16):
+    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+
+    task = {"normal_class": 0, "method": "ours", "configs": [{"grid": "2x2", "k": 2}, {"grid": "2x2", "k": 3}]}
+    state = run_class_configs(task, digits16, SweepSettings(params=PARAMS, score_all_test=True), TrialState(),
+                              device="cpu", trial_id="t", report=lambda row, st: None)
+    assert [r["test_scored"] for r in state.rows] == [True, True]
+    assert all(0 <= r["auroc"] <= 1 and r["n_test"] == len(digits16.test_images) for r in state.rows)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_num_workers_two_trains_each_config_with_ddp_inside_the_class_trial(ray_local, digits16, tmp_path):
+    from mtssad.distributed import run_sweep
+
+    rows = run_sweep(digits16, classes=[0], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS, num_workers=2,
+                     storage_path=str(tmp_path / "ray"), name="sweep", controller_failure_limit=0)
+    assert len(rows) == 2 and sum(r["selected"] for r in rows) == 1
+    runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())  # one TorchTrainer run per config
+    assert len(runs) == 2 and all(r.endswith(("k2", "k3")) for r in runs)

@@ -31,14 +31,14 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-workers", type=int, default=1, help="Ray Train DDP workers per trial (default: %(default)s)")
     g.add_argument("--use-gpu", action="store_true", help="train on GPUs (nccl); default CPU (gloo)")
     g.add_argument("--cpus-per-trial", type=float, default=None,
-                   help="CPUs of a trial's DDP workers together, split evenly, fractional ok (default: 1 per worker, "
-                        "shrunk to fit beside the trial driver on a small machine: 2 workers x 0.5 on 2 CPUs)")
+                   help="CPUs a class trial asks Tune for and trains with (default: 1); with --num-workers >= 2, the "
+                        "CPUs of its DDP workers together, split evenly (default: 1 per worker, shrunk to fit)")
     g.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs of a trial's DDP workers together with --use-gpu, fractional ok, e.g. 0.5 = two trials "
-                        "per GPU (default: 1 per worker)")
+                   help="GPUs a class trial asks Tune for with --use-gpu, fractional ok, e.g. 0.25 = four classes per "
+                        "GPU (default: 1); with --num-workers >= 2, its DDP workers' GPUs together")
     g.add_argument("--max-concurrent-trials", type=int, default=None,
-                   help="trials running at once (default: what the cluster's CPUs/GPUs allow now; set it on "
-                        "autoscaling clusters, which start with no GPU)")
+                   help="class trials running at once (default: as many as their resources allow, so an autoscaler "
+                        "sees the pending GPU demand; with --num-workers >= 2, what the cluster allows now)")
     g.add_argument("--storage-path", default=os.environ.get("STORAGE_PATH"),
                    help="checkpoints and the Tune experiment: local dir, NFS or s3:// URI; shared storage on "
                         "multi-node clusters (default: $STORAGE_PATH, else OUTDIR/ray)")
@@ -62,14 +62,23 @@ def finish_ray_args(args):
     return args
 
 
+SWEEP_MIN_STEPS = 0  # `mtssad sweep`'s default step floor (see add_sweep_args)
+
+
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep (Ray Tune + Ray Train)")
     g.add_argument("--grid-search", nargs="+", type=_grid_text, default=["2x2", "3x3"],
                    help="jigsaw grids to try per class (default: 2x2 3x3)")
     g.add_argument("--k-search", nargs="+", type=int, default=[3], help="jigsaw permutation counts to try (default: 3)")
     g.add_argument("--experiment-name", default="sweep", help="fixed Tune experiment name; reuse it with --resume (default: %(default)s)")
-    g.add_argument("--resume", action="store_true", help="restore an interrupted sweep: finished trials are not rerun")
+    g.add_argument("--resume", action="store_true",
+                   help="restore an interrupted sweep: finished configs are not retrained")
+    g.add_argument("--test-all-configs", action="store_true",
+                   help="score the test split for every config (default: only each class's best on validation so far)")
     add_ray_args(p)
+    # The quickstart budget: 10 epochs, no step floor (a digits sweep of 20 configs in a few minutes on 2 CPUs;
+    # min_steps=300 makes it ~5x slower). Pass --min-steps 300 (DetectorConfig's default) for small classes.
+    p.set_defaults(min_steps=SWEEP_MIN_STEPS)
 
 
 def connection_plan(address: str | None = None, *, local: bool = False, env=None,
@@ -209,6 +218,7 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
             max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
             name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
             max_failures=args.max_failures, out=args.out, verbose=1 if verbose else 0,
+            score_all_test=getattr(args, "test_all_configs", False),
             driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
         )
     print(classes_summary(rows))

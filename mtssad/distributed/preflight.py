@@ -68,7 +68,7 @@ def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> 
     """Raise UsageError / DataError naming the flag when the sweep cannot run as asked; nothing is started."""
     from ..methods import METHODS, make_method
     from ..protocols import check_class_size
-    from .tune import _grid_tuple, sweep_trials
+    from .sweep_space import grid_tuple, sweep_trials
 
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
@@ -76,7 +76,7 @@ def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> 
     for c in classes:
         check_class_size(ds, c, val_fraction=args.val_fraction, validation_optional=False)
     specs, skipped = sweep_trials(classes, list(args.methods), list(args.grid_search), list(args.k_search),
-                                  image_side=tuple(ds.train_images.shape[2:]), margin=params.get("margin", 2))
+                                  image_side=tuple(ds.train_images.shape[2:]), margin=params.get("margin", 2), params=params)
     for m, g, k, why in skipped:
         log.warning(f"skipping {m} --grid-search {g} --k-search {k}: {why}")
     if not specs:
@@ -84,7 +84,7 @@ def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> 
         raise UsageError(f"no valid trial: every --grid-search x --k-search pair was skipped ({reasons})")
     for spec in {(s["method"], s["grid"], s["k"]): s for s in specs}.values():  # each config once, not per class
         if METHODS[spec["method"]].neural:
-            extra = {} if spec["grid"] is None else {"grid": _grid_tuple(spec["grid"]), "k": spec["k"]}
+            extra = {} if spec["grid"] is None else {"grid": grid_tuple(spec["grid"]), "k": spec["k"]}
             make_method(spec["method"], **{**params, **extra})  # DetectorConfig validation (backbone, lr, ...)
     _check_storage(storage)
     exp = f"{storage}/{args.experiment_name}"

@@ -1,196 +1,42 @@
 """Ray Tune sweeps: normal classes x jigsaw grid x k x methods, selected by validation AUROC.
 
     rows = run_sweep(load_dataset("digits"), classes=[0, 1], methods=["ours"], grids=["2x2", "3x3"],
-                     ks=[3, 6], params=dict(backbone="wrn-10-1", epochs=5), storage_path="/tmp/ray")
+                     ks=[3, 6], params=dict(backbone="wrn-10-1", epochs=5), storage_path="/tmp/ray",
+                     out="runs/sweep")
 
-Each trial is a driver function (Train V2 pattern): it carves the validation split
-from the TRAINING split (held-out normals + other classes' training images; the
-test split is only scored), trains with `train_detector_ddp` (its own TorchTrainer,
-run name `train-{trial_id}`, so a resumed trial resumes its training), scores the
-validation and test images in the trial process and reports one result row with
-`ray.tune.report`. Per (dataset, normal class, method), the configuration with the
-best validation AUROC gets `selected=True`: its test metrics are the method's result.
+One Tune trial per (normal class, method) -- a class trial (`sweep_trial.py`) -- trains that
+class's (grid, k) configs one after another in its own process, on the device Tune gave it
+(`tune.with_resources`, `{"CPU": c, "GPU": g}`, fractional g allowed: `resources.py`), and
+reports a row per config with a checkpoint of a few KB, so a restored trial continues at its
+next config. Selection is on validation data from the TRAINING split (`selection.py`); the
+test split is scored for each class's best config (every config with score_all_test). Per
+(dataset, normal class, method) the best validation AUROC gets `selected=True`: its test
+metrics are the method's result, and its per-image scores and training history are written
+to `out` like `mtssad evaluate`'s, so `mtssad report` draws its ROC and task-suitability plots.
 
-Data: the sweep driver loads the data set once; `tune.with_parameters` puts it in
-the object store once and every trial reads it from there (zero-copy on its node).
-Reloading per trial would decode CUB-200's JPEGs 200+ times, and one copy
-guarantees every trial sees the same seeded subset.
+num_workers >= 2 trains each config with `train_detector_ddp` (a TorchTrainer per config, its
+workers outside Tune's accounting: concurrency is capped then, `resources.plan_resources`).
 
-Resources: a trial (driver) reserves `driver_cpus` CPUs; its DDP workers get their
-own placement group OUTSIDE Tune's accounting (RAY_NOTES §1, issue #54305), so
-concurrency is capped here: max_concurrent_trials defaults to what the cluster's
-CPUs (and GPUs) allow. On 2 CPUs: 1 trial with workers of 0.5 CPU (no deadlock).
+Data: the sweep driver loads the data set once; `tune.with_parameters` puts it in the object
+store once and every trial reads it from there (zero-copy on its node).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import time
 
-from ..config import factorial_exceeds
-from ..transforms import check_image_fits
+from .progress import make_progress_callback
+from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
+from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, select_by_validation
+from .sweep_space import class_tasks, config_label, sweep_trials
+from .sweep_trial import SweepSettings, TrialState, class_trial
 
-log = logging.getLogger(__name__)
-CONFIG_KEY = "detector_config"  # the row's `config` column travels under this name through Tune
-
-def _grid_tuple(grid) -> tuple[int, int]:
-    if isinstance(grid, str):
-        a, b = grid.lower().split("x")
-        return int(a), int(b)
-    return int(grid[0]), int(grid[1])
-
-
-def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], margin: int = 2, params: dict | None = None):
-    """The trial specs (dicts: normal_class, method, grid "NxM" or None, k or None) and the skipped combos.
-
-    A jigsaw method needs 2 <= k < (n_h * n_w)! and patches of >= 1 px after the margin; a method
-    without a jigsaw head (params' tasks included) gets one trial per class (grid and k do not apply).
-    """
-    from ..methods import method_names, trains_jigsaw
-
-    known = method_names()
-    specs, skipped = [], []
-    for m in methods:
-        if m not in known:
-            raise ValueError(f"unknown method {m!r}; expected one of {known}")
-    for c in classes:
-        for m in methods:
-            if not trains_jigsaw(m, params or {}):
-                specs.append({"normal_class": int(c), "method": m, "grid": None, "k": None})
-                continue
-            for g in grids:
-                n_h, n_w = _grid_tuple(g)
-                for k in ks:
-                    why = None
-                    if not (2 <= k and factorial_exceeds(n_h * n_w, k)):
-                        why = f"k={k} needs 2 <= k < ({n_h}*{n_w})! = {math.factorial(n_h * n_w)}"
-                    else:
-                        try:
-                            check_image_fits(image_side, (n_h, n_w), margin)
-                        except ValueError as e:
-                            why = str(e)
-                    if why:
-                        if c == classes[0]:
-                            skipped.append((m, f"{n_h}x{n_w}", k, why))
-                        continue
-                    specs.append({"normal_class": int(c), "method": m, "grid": f"{n_h}x{n_w}", "k": int(k)})
-    return specs, skipped
-
-
-def sweep_trial(config: dict, dataset=None, settings: dict | None = None) -> None:
-    """One Tune trial: validation split, (DDP) training, scoring; reports the result row."""
-    import ray.tune
-
-    from ..methods import METHODS, make_method
-    from ..protocols import PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_fitted
-    from .train import train_detector_ddp
-
-    s, spec, ds = settings, config["spec"], dataset
-    c, method = spec["normal_class"], spec["method"]
-    d = one_vs_all_data(ds, c, seed=s["seed"], val_fraction=s["val_fraction"])
-    X_fit, X_val, y_val = d.X_fit, d.X_val, d.y_val
-    params = dict(s["params"])
-    if spec["grid"] is not None:
-        params.update(grid=_grid_tuple(spec["grid"]), k=spec["k"])
-    det = make_method(method, **{**params, "seed": s["seed"], **PROTOCOL_PARAMS})
-    trial_id = ray.tune.get_context().get_trial_id()
-    t0 = time.perf_counter()
-    if METHODS[method].neural:
-        det = train_detector_ddp(
-            X_fit, det, num_workers=s["num_workers"], use_gpu=s["use_gpu"],
-            resources_per_worker=s["resources_per_worker"], storage_path=s["train_storage"],
-            name=f"train-{trial_id}", max_failures=s["max_failures"],
-            controller_failure_limit=s["controller_failure_limit"], X_val=X_val, y_val=y_val,
-        )
-    else:
-        det.fit(X_fit, X_val=X_val, y_val=y_val)
-    train_seconds = time.perf_counter() - t0
-    row, _ = score_fitted(det, d.X_test, d.is_normal_test, X_val=X_val, y_val=y_val)
-    row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[c],
-               seed=s["seed"], split="test", n_train=len(X_fit), n_test=len(ds.test_images),
-               train_seconds=train_seconds, trial_id=trial_id, epochs_run=len(getattr(det, "history_", [])),
-               data=json.dumps(data_identity(ds, val_fraction=s["val_fraction"]), sort_keys=True))
-    row[CONFIG_KEY] = row.pop("config")  # Tune fills result["config"] with the trial's own config
-    ray.tune.report(row)
-
-
-def select_by_validation(rows: list[dict], by=("dataset", "normal_class", "method")) -> list[dict]:
-    """Set `selected` on each row: True for the best val_auroc in its group (first wins ties; NaN never)."""
-    best: dict[tuple, int] = {}
-    for i, r in enumerate(rows):
-        v = r.get("val_auroc", float("nan"))
-        key = tuple(r.get(b) for b in by)
-        if v == v and (key not in best or v > rows[best[key]]["val_auroc"]):
-            best[key] = i
-    chosen = set(best.values())
-    return [{**r, "selected": i in chosen} for i, r in enumerate(rows)]
-
-
-class _Progress:
-    """A Tune callback logging 'trial 3/8 done: ...' as trials finish (built lazily: ray.tune.Callback)."""
-
-    @staticmethod
-    def make(total: int, already_done: int = 0):
-        import ray.tune
-
-        class Progress(ray.tune.Callback):
-            def __init__(self):
-                self.done = already_done
-
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                self.done += 1
-                r, sp = trial.last_result or {}, trial.config.get("spec", {})
-                what = f"{sp.get('method')} class {r.get('normal_class', sp.get('normal_class'))}"
-                if sp.get("grid"):
-                    what += f" grid {sp['grid']} k {sp['k']}"
-                log.info(f"trial {self.done}/{total} done: {what}: val AUROC {r.get('val_auroc', float('nan')):.3f}, "
-                         f"test AUROC {r.get('auroc', float('nan')):.3f} ({r.get('train_seconds', 0):.0f}s)")
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                log.warning(f"trial {trial.trial_id} failed: {trial.config.get('spec')}")
-
-        return Progress()
-
-
-def plan_resources(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_trial, driver_cpus: float,
-                   max_concurrent_trials, cluster: dict) -> dict:
-    """Worker resources and trial concurrency that fit the cluster (fractional CPUs on small machines).
-
-    cpus_per_trial / gpus_per_trial: resources of a trial's whole DDP worker group, split evenly over
-    num_workers (fractional ok); defaults: 1 CPU and, with use_gpu, 1 GPU per worker, shrunk to fit
-    beside the trial driver on a small cluster. max_concurrent_trials defaults to what fits at once.
-    """
-    total_cpu, total_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
-    if cpus_per_trial is None:
-        cpus_per_trial = float(num_workers)
-        if total_cpu and total_cpu < driver_cpus + cpus_per_trial:
-            cpus_per_trial = total_cpu - driver_cpus
-    if cpus_per_trial <= 0:
-        raise ValueError(f"no CPU left for the workers: the cluster has {total_cpu} CPUs and each trial driver "
-                         f"takes {driver_cpus}; lower driver_cpus or pass cpus_per_trial")
-    per_worker = {"CPU": cpus_per_trial / num_workers}
-    if use_gpu:
-        gpus_per_trial = float(num_workers) if gpus_per_trial is None else float(gpus_per_trial)
-        per_worker["GPU"] = gpus_per_trial / num_workers
-    note = None
-    if max_concurrent_trials is None:
-        fits = [total_cpu // (driver_cpus + cpus_per_trial)] if total_cpu else []
-        if use_gpu:
-            if total_gpu:
-                fits.append(total_gpu // gpus_per_trial)
-            else:
-                fits = [1]
-                note = ("the cluster has no GPU right now (autoscaling?): running 1 trial at a time; "
-                        "pass max_concurrent_trials = GPUs you expect // gpus_per_trial")
-        max_concurrent_trials = max(1, int(min(fits))) if fits else 1
-    return {"resources_per_worker": per_worker, "max_concurrent_trials": int(max_concurrent_trials), "note": note}
+log = logging.getLogger("mtssad.sweep")
 
 
 class SweepIncomplete(RuntimeError):
-    """Some trials did not finish (error or interruption); rerun with --resume (resume=True) to finish only those."""
+    """Some class trials did not finish (error or interruption); rerun with resume=True to finish only those."""
 
 
 def _abs_storage(path: str) -> str:
@@ -203,101 +49,126 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
               driver_resources: dict | None = None, max_concurrent_trials: int | None = None,
               storage_path: str = "~/ray_results", name: str = "sweep", resume: bool = False,
               max_failures: int = 2, trial_max_failures: int = 1, controller_failure_limit: int = -1,
-              out: str | None = None, verbose: int = 0) -> list[dict]:
-    """Run (or resume) a sweep on the connected Ray cluster; return one result row per trial.
+              out: str | None = None, verbose: int = 0, score_all_test: bool = False,
+              val_anomaly_ratio: float = VAL_ANOMALY_RATIO, val_max_anomalies: int = VAL_MAX_ANOMALIES,
+              reuse_actors: bool | None = None, crash_after_configs: int | None = None,
+              ray_train: bool = False) -> list[dict]:
+    """Run (or resume) a sweep on the connected Ray cluster; return one result row per config.
 
-    dataset: an `ImageDataset` (loaded once here, shared with trials through the object store).
-    classes: normal class indices (None = all). params: DetectorConfig fields shared by every trial
-    (backbone, epochs, ...). num_workers/use_gpu: DDP workers of each trial. driver_resources: extra
-    resources of a trial driver, e.g. {"TRAIN_DRIVER": 1} to keep drivers on on-demand nodes.
-    storage_path/name: the experiment is {storage_path}/{name}; resume=True restores it (finished
-    trials are not rerun; unfinished ones resume from their last training checkpoint).
-    out: also append the rows (with `selected`) to the ResultsStore at `out`, skipping rows it has.
+    dataset: an `ImageDataset`. classes: normal class indices (None = all). params: DetectorConfig
+    fields shared by every config (backbone, epochs, min_steps, ...; `device` is the trial's own).
+    cpus_per_trial / gpus_per_trial: what a class trial asks Tune for (default 1 CPU, and 1 GPU with
+    use_gpu; fractional GPUs ok); with num_workers >= 2 they are the DDP worker group's instead.
+    driver_resources: extra resources of each trial, e.g. {"TRAIN_DRIVER": 1}. max_concurrent_trials:
+    None = as many as the resources allow (in-process) or as fit (DDP). storage_path/name: the
+    experiment is {storage_path}/{name}; resume=True restores it (finished trials are not rerun,
+    an unfinished one continues at its next config). score_all_test: a test row for every config
+    (default: only for each class's best-so-far). out: also write the rows (with `selected`), the
+    selected configs' per-image scores and histories to the ResultsStore at `out`, skipping rows
+    it has. reuse_actors: None = True for in-process trials. crash_after_configs: fault drill.
+    ray_train: every config through `train_detector_ddp` even with 1 worker (overhead benchmark).
     Raises SweepIncomplete when a trial errored or the sweep was interrupted.
-
-    Resume caveat (Ray 2.60, checked): max_concurrent_trials only throttles trials Tune has not created
-    yet; on restore, every unfinished trial is PENDING again and Tune starts as many drivers as fit.
-    Their DDP workers then may not fit (a deadlock on small clusters). Cap drivers with a resource the
-    cluster declares: driver_resources={"TRAIN_DRIVER": 1} with TRAIN_DRIVER = max concurrent trials
-    on the head (cluster.yaml; `ray.init(resources={"TRAIN_DRIVER": n})` locally).
     """
     import ray
     import ray.tune
 
     classes = list(range(len(dataset.class_names))) if classes is None else [int(c) for c in classes]
-    params = dict(params or {})
-    params.setdefault("progress", False)
-    margin = params.get("margin", 2)
+    params = dict(params or {}, progress=False)  # no tqdm bars from trials: the driver logs progress per config
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"a sweep selects on validation data: val_fraction must be in (0, 1); got {val_fraction}")
     specs, skipped = sweep_trials(classes, list(methods), list(grids), list(ks),
-                                  image_side=tuple(dataset.train_images.shape[2:]), margin=margin, params=params)
+                                  image_side=tuple(dataset.train_images.shape[2:]), margin=params.get("margin", 2),
+                                  params=params)
     for m, g, k, why in skipped:
-        log.warning(f"skipping {m} grid {g} k {k}: {why}")
+        log.warning("skipping %s grid %s k %s: %s", m, g, k, why)
     if not specs:
-        raise ValueError("no valid trial: every (grid, k) combination was skipped")
-    plan = plan_resources(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
-                          gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus,
-                          max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources())
+        raise ValueError("no valid config: every (grid, k) combination was skipped")
+    tasks = class_tasks(specs)
+    plan = plan_class_trials(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
+                             gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus, driver_resources=driver_resources,
+                             max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources(),
+                             ray_train=ray_train)
     if plan["note"]:
         log.warning(plan["note"])
     storage = _abs_storage(storage_path)
-    settings = dict(params=params, seed=seed, val_fraction=val_fraction, num_workers=num_workers, use_gpu=use_gpu,
-                    resources_per_worker=plan["resources_per_worker"], train_storage=f"{storage}/{name}-train",
-                    max_failures=max_failures, controller_failure_limit=controller_failure_limit)
+    settings = SweepSettings(
+        params=params, seed=seed, val_fraction=val_fraction, val_anomaly_ratio=val_anomaly_ratio,
+        val_max_anomalies=val_max_anomalies, score_all_test=score_all_test, mode=plan["mode"],
+        num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=plan["resources_per_worker"],
+        train_storage=f"{storage}/{name}-train", max_failures=max_failures,
+        controller_failure_limit=controller_failure_limit, crash_after_configs=crash_after_configs)
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(sweep_trial, dataset=dataset, settings=settings),
-        {"CPU": driver_cpus, **(driver_resources or {})},
-    )
+        ray.tune.with_parameters(class_trial, dataset=dataset, settings=settings), plan["trial_resources"])
     exp = f"{storage}/{name}"
-    log.info(f"sweep {name}: {len(specs)} trials ({len(classes)} class(es)), up to {plan['max_concurrent_trials']} "
-             f"at once, workers {num_workers} x {plan['resources_per_worker']}; experiment {exp}")
-    progress = _Progress.make(len(specs))
+    log.info("sweep %s: %d configs in %d class trial(s), each asking for %s%s, up to %s at once; experiment %s",
+             name, len(specs), len(tasks), plan["trial_resources"],
+             f" + {num_workers} DDP workers x {plan['resources_per_worker']}" if plan["mode"] == DDP else "",
+             plan["max_concurrent_trials"] or "as many as fit", exp)
+    progress = make_progress_callback(len(specs))
     if ray.tune.Tuner.can_restore(exp):
         if not resume:
             raise ValueError(f"a sweep already exists at {exp}: pass --resume (resume=True in Python) to finish it, "
                              "or another --experiment-name (name=)")
-        if not driver_resources:
-            log.info("note: resumed trials all start at once (Tune ignores max_concurrent_trials for them); "
-                     "pass --driver-resource TRAIN_DRIVER (driver_resources={'TRAIN_DRIVER': 1}) on a cluster "
-                     "declaring TRAIN_DRIVER to cap them")
         tuner = ray.tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = ray.tune.Tuner(
             trainable,
-            param_space={"spec": ray.tune.grid_search(specs)},
-            tune_config=ray.tune.TuneConfig(max_concurrent_trials=plan["max_concurrent_trials"]),
+            param_space={"task": ray.tune.grid_search(tasks)},
+            tune_config=ray.tune.TuneConfig(max_concurrent_trials=plan["max_concurrent_trials"],
+                                            reuse_actors=plan["mode"] == IN_PROCESS if reuse_actors is None
+                                            else reuse_actors),
             run_config=ray.tune.RunConfig(
                 name=name, storage_path=storage, callbacks=[progress], verbose=verbose,
-                failure_config=ray.tune.FailureConfig(max_failures=trial_max_failures)),
+                failure_config=ray.tune.FailureConfig(max_failures=trial_max_failures),
+                checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
         )
     grid = tuner.fit()
-    rows, problems = [], []
+    rows, bests, problems, n_done = [], {}, [], 0
     for res in grid:
-        if res.error is not None or not res.metrics or "auroc" not in res.metrics:
-            spec = (res.config or {}).get("spec")
-            problems.append(f"{spec}: {type(res.error).__name__ if res.error else 'not finished'}")
+        task = (res.config or {}).get("task", {})
+        state = TrialState.from_checkpoint(res.checkpoint) if res.checkpoint is not None else TrialState()
+        n_done += len(state.rows)
+        if res.error is not None or len(state.rows) < len(task.get("configs", [None])):
+            why = type(res.error).__name__ if res.error else "not finished"
+            problems.append(f"class {task.get('normal_class')} / {task.get('method')}: {why} "
+                            f"({len(state.rows)}/{len(task.get('configs', []))} configs done)")
             continue
-        row = {k: v for k, v in res.metrics.items() if not _is_tune_bookkeeping(k)}
-        row["config"] = row.pop(CONFIG_KEY)
-        rows.append(row)
-    missing = len(specs) - len(rows)  # an interrupted sweep may not have created every trial yet
-    if missing:
-        raise SweepIncomplete(f"{missing} of {len(specs)} trials did not finish ({'; '.join(problems[:5]) or 'not started'}); "
-                              f"finished trials are kept: rerun the same command with --resume (resume=True in Python; same "
-                              f"storage path and name) to run only the rest")
-    rows = select_by_validation(sorted(rows, key=lambda r: (str(r["normal_class"]), r["method"],
-                                                            str(r.get("grid")), r.get("k") or 0)))
+        rows += state.rows  # in training order: selection's tie rule (first wins) is the trial's
+        if state.best_name is not None:
+            bests[state.best_name] = state
+    if len(rows) < len(specs):  # an interrupted sweep may not have created every trial yet
+        raise SweepIncomplete(f"{len(specs) - n_done} of {len(specs)} configs did not finish ({'; '.join(problems[:5]) or 'not started'}); "
+                              f"finished configs are kept in their trials' checkpoints: rerun the same command with --resume "
+                              f"(resume=True in Python; same storage path and name) to run only the rest")
+    rows = select_by_validation(rows)
+    rows.sort(key=lambda r: (str(r["normal_class"]), r["method"], str(r.get("grid")), r.get("k") or 0))
     if out is not None:
-        write_rows(rows, out)
+        write_sweep_outputs(rows, bests, out)
     return rows
 
 
-_TUNE_KEYS = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "date", "time_this_iter_s",
-              "time_total_s", "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-              "config", "should_checkpoint"}
+def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
+    """Rows to the ResultsStore at `out` (skipping stored ones); for each selected row, its per-image test
+    scores and training history, as `mtssad evaluate` writes them (mtssad.cli.save_run). Returns rows added."""
+    import json
 
+    from ..cli import save_run
+    from ..protocols import RunOutput
+    from ..results import ResultsStore, row_key
 
-def _is_tune_bookkeeping(key: str) -> bool:
-    return key in _TUNE_KEYS or key.startswith("config/")
+    store = ResultsStore(out)
+    done = store.done_keys()
+    added = 0
+    for r in rows:
+        if not r["selected"] or row_key(r) in done:
+            continue
+        state = bests.get(json.dumps(list(row_key(r))))
+        if state is None or state.best_scores is None or not r.get("test_scored"):
+            raise RuntimeError(f"selected config {r['normal_class']} / {r['method']} {config_label(r)} has no test "
+                               "scores in its trial's checkpoint (a bug: each new best is scored)")
+        save_run(store, RunOutput(r, state.best_scores, state.best_history or []))
+        added += 1
+    return added + write_rows([r for r in rows if not r["selected"]], out)
 
 
 def write_rows(rows: list[dict], out) -> int:
@@ -323,5 +194,5 @@ def classes_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_sweep", "sweep_trials", "sweep_trial", "select_by_validation", "plan_resources", "write_rows",
-           "SweepIncomplete", "classes_summary"]
+__all__ = ["run_sweep", "sweep_trials", "class_trial", "select_by_validation", "plan_resources",
+           "plan_class_trials", "write_rows", "write_sweep_outputs", "SweepIncomplete", "classes_summary"]

@@ -1,0 +1,79 @@
+"""The sweep's search space: which (normal class, method, grid, k) configs exist, grouped into class trials.
+
+    specs, skipped = sweep_trials([0, 1], ["ours"], ["2x2", "3x3"], [3, 6], image_side=(32, 32))
+    tasks = class_tasks(specs)   # one task per (class, method): its configs, trained one after another
+
+Pure Python: no Ray, no torch; the search space is data, not code.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..config import factorial_exceeds
+from ..transforms import check_image_fits
+
+
+def grid_tuple(grid) -> tuple[int, int]:
+    """"3x3" or (3, 3) -> (3, 3)."""
+    if isinstance(grid, str):
+        a, b = grid.lower().split("x")
+        return int(a), int(b)
+    return int(grid[0]), int(grid[1])
+
+
+def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], margin: int = 2,
+                 params: dict | None = None):
+    """The config specs (dicts: normal_class, method, grid "NxM" or None, k or None) and the skipped combos.
+
+    A jigsaw method needs 2 <= k < (n_h * n_w)! and patches of >= 1 px after the margin; a method
+    without a jigsaw head (params' `tasks` included) gets one config per class (grid and k do not apply).
+    """
+    from ..methods import method_names, trains_jigsaw
+
+    known = method_names()
+    specs, skipped = [], []
+    for m in methods:
+        if m not in known:
+            raise ValueError(f"unknown method {m!r}; expected one of {known}")
+    for c in classes:
+        for m in methods:
+            if not trains_jigsaw(m, params or {}):
+                specs.append({"normal_class": int(c), "method": m, "grid": None, "k": None})
+                continue
+            for g in grids:
+                n_h, n_w = grid_tuple(g)
+                for k in ks:
+                    why = None
+                    if not (2 <= k and factorial_exceeds(n_h * n_w, k)):  # k < (n_h n_w)!, never computing 3000x3000!
+                        why = f"k={k} needs 2 <= k < ({n_h}*{n_w})! = {math.factorial(n_h * n_w)}"
+                    else:
+                        try:
+                            check_image_fits(image_side, (n_h, n_w), margin)
+                        except ValueError as e:
+                            why = str(e)
+                    if why:
+                        if c == classes[0]:
+                            skipped.append((m, f"{n_h}x{n_w}", k, why))
+                        continue
+                    specs.append({"normal_class": int(c), "method": m, "grid": f"{n_h}x{n_w}", "k": int(k)})
+    return specs, skipped
+
+
+def class_tasks(specs: list[dict]) -> list[dict]:
+    """Group config specs into class trials: {"normal_class", "method", "configs": [{"grid", "k"}, ...]}.
+
+    Order is kept (first appearance of each (class, method); configs in spec order), so a trial
+    trains its configs in the order the user listed grids and k.
+    """
+    tasks: dict[tuple, dict] = {}
+    for s in specs:
+        key = (s["normal_class"], s["method"])
+        task = tasks.setdefault(key, {"normal_class": s["normal_class"], "method": s["method"], "configs": []})
+        task["configs"].append({"grid": s["grid"], "k": s["k"]})
+    return list(tasks.values())
+
+
+def config_label(cfg: dict) -> str:
+    """'2x2 k=3' for a jigsaw config, '-' for a method without grid and k."""
+    return f"{cfg['grid']} k={cfg['k']}" if cfg.get("grid") else "-"
