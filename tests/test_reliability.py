@@ -219,7 +219,8 @@ def test_detector_from_another_config_is_refused_naming_the_mismatch(fitted_tiny
 
 
 SECRET_PATTERNS = [r"AKIA[0-9A-Z]{16}", r"aws_secret", r"aws_access_key_id", r"(?i)password\s*[:=]",
-                   r"(?i)secret(_key)?\s*[:=]", r"(?i)token\s*:\s*(?![~/$])\S{16,}",  # a token value, not a path to the token file r"-----BEGIN [A-Z ]*PRIVATE KEY-----"]
+                   r"(?i)secret(_key)?\s*[:=]", r"(?i)token\s*:\s*(?![~/$])\S{16,}",  # a token value, not a token file's path
+                   r"-----BEGIN [A-Z ]*PRIVATE KEY-----"]
 
 
 @pytest.mark.parametrize("name", ["cluster.yaml", *sorted(p.name for p in (REPO / "ray_jobs").glob("*.py"))])
