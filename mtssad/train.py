@@ -94,6 +94,19 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[tor
     return batches
 
 
+DIAGNOSTIC_POINTS = 20  # held-out diagnostics a fit records at most (evenly spaced, the last epoch always)
+
+
+def diagnostic_epoch(epoch: int, epochs: int, points: int = DIAGNOSTIC_POINTS) -> bool:
+    """Whether epoch (0-based) of `epochs` records the held-out task diagnostic.
+
+    Every epoch when there are few; with the step budget a 30-image CUB class runs 300 one-step
+    epochs, and a diagnostic pass over the held-out images every step would cost more than training.
+    """
+    every = max(1, math.ceil(epochs / points))
+    return (epoch + 1) % every == 0 or epoch == epochs - 1
+
+
 def planned_epochs(steps_per_epoch: int, config: DetectorConfig) -> int:
     """The step budget (METHOD.md): `config.epochs`, plus whole epochs until `config.min_steps` optimizer steps.
 
@@ -127,7 +140,10 @@ def run_epoch(model, plan, images: torch.Tensor, optimizer, scheduler, *, batch_
 
 def fit_epochs(model, plan, images: torch.Tensor, config: DetectorConfig, *, device: torch.device,
                generator: torch.Generator, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """The local training loop: `planned_epochs` epochs, cosine lr over the real total steps, tqdm, history per epoch."""
+    """The local training loop: `planned_epochs` epochs, cosine lr over the real total steps, tqdm, history per epoch.
+
+    on_epoch(epoch, stats) adds the held-out diagnostic on `diagnostic_epoch`s (at most DIAGNOSTIC_POINTS).
+    """
     from tqdm.auto import tqdm
 
     optimizer = make_optimizer(model, config)
@@ -142,7 +158,7 @@ def fit_epochs(model, plan, images: torch.Tensor, config: DetectorConfig, *, dev
             stats = run_epoch(model, plan, images, optimizer, scheduler, batch_size=config.batch_size,
                               device=device, generator=generator, amp=config.amp, bar=bar)
         stats.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
-        if on_epoch is not None:
+        if on_epoch is not None and diagnostic_epoch(epoch, epochs):
             on_epoch(epoch, stats)
         history.append(stats)
     return history

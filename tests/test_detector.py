@@ -205,3 +205,13 @@ def test_final_diagnostic_is_measured_after_batchnorm_recalibration(tiny_data):
     for head in ("vertical", "horizontal", "rotation", "jigsaw"):
         assert last[f"acc_val_normal/{head}"] == again[f"acc_val_normal/{head}"]
         assert last[f"acc_val_anomaly/{head}"] == again[f"acc_val_anomaly/{head}"]
+
+
+def test_held_out_diagnostic_is_recorded_at_most_twenty_times_and_always_last():
+    from mtssad.train import DIAGNOSTIC_POINTS, diagnostic_epoch
+
+    assert all(diagnostic_epoch(e, 5) for e in range(5))  # few epochs: every one
+    marked = [e for e in range(300) if diagnostic_epoch(e, 300)]  # a CUB class: 300 one-step epochs
+    assert len(marked) == DIAGNOSTIC_POINTS and marked[-1] == 299 and marked[0] == 14
+    marked = [e for e in range(41) if diagnostic_epoch(e, 41)]
+    assert len(marked) <= DIAGNOSTIC_POINTS + 1 and marked[-1] == 40

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..detector import load_failure_reason
-from ..train import batch_order, make_optimizer, make_scheduler, planned_epochs, seed_everything, train_step
+from ..train import batch_order, diagnostic_epoch, make_optimizer, make_scheduler, planned_epochs, seed_everything, train_step
 
 STATE_FILE = "state.pt"
 # Config fields a resumed run may change: where it runs and how it reports, not what it trains.
@@ -210,7 +210,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         stats.update({f"acc_train/{h}": totals[2 + i] / max(1.0, totals[2 + len(heads) + i])
                       for i, h in enumerate(heads)})
         stats.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
-        if rank == 0 and X_val is not None:
+        if rank == 0 and X_val is not None and diagnostic_epoch(epoch, epochs):
             stats.update(det._validation_accuracy(X_val, y_val))
         history = history + [stats]
         state = None
