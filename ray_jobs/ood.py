@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from mtssad.cli import load_from_args, method_params
     from mtssad.distributed.data import score_with_ray_data
     from mtssad.distributed.storage import join_uri, write_bytes
-    from mtssad.distributed.train import train_detector_ddp
+    from mtssad.distributed.train import ddp_workers, train_detector_ddp
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
     from mtssad.protocols import PROTOCOL_PARAMS, describe_config, ood_data_identity
@@ -65,7 +65,8 @@ def main(argv=None) -> int:
             # the Train run (resumed by name) and the detector file are this config's and data selection's only
             name = file_name(["ood", ds_in.name, m, f"s{args.seed}"],
                              [describe_config(m, params, det)["config"], ood_data_identity(ds_in, ds_out)])
-            det = train_detector_ddp(ds_in.train_images, det, num_workers=args.num_workers, use_gpu=args.use_gpu,
+            workers = args.num_workers or max(1, ddp_workers(None, len(ds_in.train_images)))  # left open: by size
+            det = train_detector_ddp(ds_in.train_images, det, num_workers=workers, use_gpu=args.use_gpu,
                                      storage_path=storage, name=name, max_failures=args.max_failures)
             path = write_bytes(join_uri(storage, "detectors", f"{name}.pt"), det.to_bytes())
             df = score_with_ray_data(det, X_test, is_normal.astype(int), num_actors=args.score_actors,

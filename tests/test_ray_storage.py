@@ -85,3 +85,17 @@ def test_publish_skips_storage_inside_the_results_dir(tmp_path):
     assert publish_dir(out, out / "ray", "sweep-results") is None  # the default storage: already in place
     dest = publish_dir(out, tmp_path / "store", "sweep-results")
     assert (tmp_path / "store" / "sweep-results" / "report.md").read_text() == "# report" and dest
+
+
+def test_sweep_picks_ddp_by_the_largest_fit_set_only_when_workers_are_left_open():
+    import numpy as np
+
+    from mtssad.distributed.train import DDP_MIN_FIT_IMAGES
+    from mtssad.distributed.tune import sweep_workers
+
+    small = np.repeat(np.arange(200), 30)  # CUB-200: ~30 training images per class
+    big = np.repeat(np.arange(10), 5000)  # CIFAR-10: 5,000 per class
+    assert sweep_workers(None, small, list(range(200)), 0.2) == 1  # in the class trial's own process
+    assert sweep_workers(None, big, [3], 0.2) == 2  # 4,000 fit images >= DDP_MIN_FIT_IMAGES: DDP
+    assert 4000 >= DDP_MIN_FIT_IMAGES > 24
+    assert sweep_workers(1, big, [3], 0.2) == 1 and sweep_workers(3, small, [0], 0.2) == 3  # asked: granted

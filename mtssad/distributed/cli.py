@@ -28,7 +28,10 @@ def _grid_text(text: str) -> str:
 def add_ray_args(p: argparse.ArgumentParser) -> None:
     """Flags of a Ray Train run: workers, devices, per-trial resources, storage."""
     g = p.add_argument_group("Ray Train")
-    g.add_argument("--num-workers", type=int, default=1, help="Ray Train DDP workers per trial (default: %(default)s)")
+    g.add_argument("--num-workers", type=int, default=None,
+                   help="Ray Train DDP workers per config; 1 = train in the class trial's own process (default: by "
+                        "the fit-set size: 2 DDP workers from 2,000 fit images, mtssad.distributed.train.DDP_MIN_FIT_IMAGES, "
+                        "else 1)")
     g.add_argument("--use-gpu", action="store_true", help="train on GPUs (nccl); default CPU (gloo)")
     g.add_argument("--cpus-per-trial", type=float, default=None,
                    help="CPUs a class trial asks Tune for and trains with (default: 1); with --num-workers >= 2, the "

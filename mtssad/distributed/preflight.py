@@ -42,7 +42,9 @@ def _check_storage(storage: str) -> None:
 
 
 def _check_resources(args) -> None:
-    checks = [("--num-workers", args.num_workers, 1), ("--max-failures", args.max_failures, 0)]
+    checks = [("--max-failures", args.max_failures, 0)]
+    if args.num_workers is not None:
+        checks.append(("--num-workers", args.num_workers, 1))
     if args.max_concurrent_trials is not None:
         checks.append(("--max-concurrent-trials", args.max_concurrent_trials, 1))
     for flag, value, lo in checks:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
+
 from .progress import make_progress_callback
 from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
 from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, select_by_validation
@@ -33,6 +35,20 @@ from .sweep_space import class_tasks, config_label, sweep_trials
 from .sweep_trial import SweepSettings, TrialState, class_trial
 
 log = logging.getLogger("mtssad.sweep")
+
+
+def sweep_workers(num_workers: int | None, train_labels, classes, val_fraction: float) -> int:
+    """DDP workers per config: as given, or (None) by the largest class's fit set (`ddp_workers`' rule:
+    2 workers from DDP_MIN_FIT_IMAGES fit images, else 1 = in the trial's own process)."""
+    from .train import DDP_MIN_FIT_IMAGES, ddp_workers
+
+    if num_workers is not None:
+        return int(num_workers)
+    counts = np.bincount(np.asarray(train_labels), minlength=max(classes) + 1)
+    n_fit = int(max(counts[c] for c in classes) * (1 - val_fraction))
+    workers = ddp_workers(None, n_fit) or 1
+    log.info("--num-workers left open: %d (largest fit set %d images; DDP from %d)", workers, n_fit, DDP_MIN_FIT_IMAGES)
+    return workers
 
 
 class SweepIncomplete(RuntimeError):
@@ -44,7 +60,7 @@ def _abs_storage(path: str) -> str:
 
 
 def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"), ks=(3,), params: dict | None = None,
-              seed: int = 0, val_fraction: float = 0.2, num_workers: int = 1, use_gpu: bool = False,
+              seed: int = 0, val_fraction: float = 0.2, num_workers: int | None = 1, use_gpu: bool = False,
               cpus_per_trial: float | None = None, gpus_per_trial: float | None = None, driver_cpus: float = 1.0,
               driver_resources: dict | None = None, max_concurrent_trials: int | None = None,
               storage_path: str = "~/ray_results", name: str = "sweep", resume: bool = False,
@@ -84,6 +100,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     if not specs:
         raise ValueError("no valid config: every (grid, k) combination was skipped")
     tasks = class_tasks(specs)
+    num_workers = sweep_workers(num_workers, dataset.train_labels, classes, val_fraction)
     plan = plan_class_trials(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                              gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus, driver_resources=driver_resources,
                              max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources(),
