@@ -361,13 +361,16 @@ def _sweep_case(tmp_path, case):
 @pytest.mark.parametrize("case", ["existing sweep without --resume", "no valid (grid, k)", "bad backbone",
                                   "class too small", "unknown class", "no validation", "storage not a dir",
                                   "gpus without --use-gpu", "zero workers", "mps"])
-def test_sweep_validates_everything_before_starting_ray(case, tmp_path, capsys):
+def test_sweep_validates_everything_before_starting_ray(case, tmp_path, capsys, monkeypatch):
+    import mtssad.distributed.cli as dcli
+
+    entered = []  # a session fixture's Ray may be up already: check that this sweep never asked for one
+    monkeypatch.setattr(dcli, "ray_session", lambda *a, **k: entered.append(1) or pytest.fail("Ray was started"))
     argv, pattern = _sweep_case(tmp_path, case)
     code = main(argv)
     line = _one_line(capsys, "sweep")
     assert code == EXIT_USAGE and re.search(pattern, line), line
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized()  # nothing was started
+    assert not entered  # nothing was started
 
 
 def test_ray_console_keeps_ray_messages_in_the_log_file(tmp_path, capsys):
