@@ -168,17 +168,22 @@ def test_autoscaler_adds_gpu_nodes_for_gpu_trials_and_removes_them_when_idle(roo
         head_id = before[0]["node_id"]
 
         storage = f"s3://{moto_s3.bucket}/autoscale"
-        out = _run([sys.executable, str(SCRIPT_DIR / "cluster_sweep.py"), "--trials", "2", "--storage-path", storage],
-                   head.env | {"RAY_ADDRESS": head.address, "RAY_AUTH_MODE": "token"}, timeout=420)
+        # the real class-trial sweep: 3 classes, 1 config each, every class trial asking for 1 GPU
+        out = _run([sys.executable, str(SCRIPT_DIR / "cluster_sweep.py"), "--classes", "0", "1", "2",
+                    "--storage-path", storage],
+                   head.env | {"RAY_ADDRESS": head.address, "RAY_AUTH_MODE": "token"}, timeout=900)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         rows = result["rows"]
         during = ch.list_nodes(head)
         gpu_nodes = {n["node_id"] for n in during if n["resources"].get("GPU", 0) >= 1}
-        print(f"\nhead {head_id}\nGPU nodes added: {sorted(gpu_nodes)}\ntrials: "
-              + "; ".join(f"trial {r['trial']} on {r['node_id']} gpu {r['gpu_ids']}" for r in rows))
+        print(f"\nhead {head_id}\nGPU nodes added: {sorted(gpu_nodes)}\nclass trials: "
+              + "; ".join(f"class {r['normal_class']} {r['grid']} k={r['k']} on {r['node_id']} ({r['device']}, "
+                          f"trial_start {r['trial_start']}, fit_index {r['fit_index']})" for r in rows))
         assert result["driver_node_id"] == head_id
-        assert len(rows) == 2 and all(r["gpu_ids"] for r in rows)
-        assert gpu_nodes and all(r["node_id"] in gpu_nodes and r["node_id"] != head_id for r in rows), (rows, during)
+        assert sorted(r["normal_class"] for r in rows) == ["0", "1", "2"] and all(r["selected"] for r in rows), rows
+        assert all(r["node_id"] in gpu_nodes and r["node_id"] != head_id for r in rows), (rows, during)
+        # fake GPUs, no CUDA: trial_device falls back to the CPU; one start, one fit per class trial
+        assert all(r["device"] == "cpu" and r["trial_start"] == 0 and r["fit_index"] == 0 for r in rows), rows
 
         def removed():
             now = {n["node_id"]: n["state"] for n in ch.list_nodes(head)}
@@ -190,7 +195,8 @@ def test_autoscaler_adds_gpu_nodes_for_gpu_trials_and_removes_them_when_idle(roo
         assert final[head_id] == "ALIVE"
         keys = moto_s3.keys("autoscale/")
         print(f"S3 listing of s3://{moto_s3.bucket}/autoscale/:\n  " + "\n  ".join(keys))
-        assert any(k.endswith("tuner.pkl") for k in keys)
+        assert any(k.startswith("autoscale/gpu_sweep/") and k.endswith("tuner.pkl") for k in keys), keys
+        assert sum(k.startswith("autoscale/gpu_sweep/") and k.endswith("/rows.json") for k in keys) >= 3, keys
     finally:
         head.stop()
 
