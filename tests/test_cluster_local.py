@@ -128,6 +128,65 @@ def test_tune_and_train_keep_their_state_in_s3(root, moto_s3, uri_form):
     assert any(k.startswith(f"{prefix}/train_s3/checkpoint_") and k.endswith("model.txt") for k in keys), keys
 
 
+SWEEP_CMD = [sys.executable, "-c", "import sys; from mtssad.cli import main; sys.exit(main())"]
+
+
+def _local_files(root, names=("tuner.pkl", "rows.json", "state.json", "c0.pt")) -> list[str]:
+    """Files under the test's root that belong in the storage (experiment state, trial checkpoints, detectors)."""
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and (p.name in names or "checkpoint_" in str(p)))
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_interrupted_sweep_resumes_from_s3_and_ray_data_scores_there(root, moto_s3):
+    """`mtssad sweep --storage-path s3://...`: the fault drill stops every class trial after its first config,
+    `--resume` finishes only the rest (rows' trial_start / fit_index), the results are published to the bucket;
+    Ray Data reads a detector from the bucket and writes its scores there; nothing of it lands on local disk."""
+    import pandas as pd
+
+    prefix = "mtssad/runs"
+    storage = f"s3://{moto_s3.bucket}/{prefix}"
+    (root / "home").mkdir()
+    out = root / "out"
+    env = ch.base_env(root / "home", **moto_s3.env)
+    sweep = ["sweep", "--dataset", "digits", "--side", "16", "--classes", "0", "1", "--grid-search", "2x2",
+             "--k-search", "3", "4", "--backbone", "wrn-10-1", "--epochs", "1", "--min-steps", "0",
+             "--batch-size", "16", "--num-workers", "1", "--local", "--num-cpus", "2", "--storage-path", storage,
+             "--experiment-name", "s3sweep", "--out", str(out)]
+    first = _run([sys.executable, str(SCRIPT_DIR / "s3_sweep_run.py"), "crash", "1", "--", *sweep], env, timeout=900)
+    assert json.loads(first.stdout.strip().splitlines()[-1])["exit"] == 6, first.stdout[-3000:]  # EXIT_INCOMPLETE
+    interrupted = moto_s3.keys(f"{prefix}/s3sweep/")
+    print(f"\nS3 after the interrupted sweep ({len(interrupted)} objects):\n  " + "\n  ".join(interrupted))
+    assert sum(k.endswith("/rows.json") for k in interrupted) >= 2, interrupted  # each class trial's first config
+
+    resumed = _run(SWEEP_CMD + sweep + ["--resume"], env, timeout=900)
+    assert f"copied to {storage}/s3sweep-results" in resumed.stdout, resumed.stdout[-3000:]
+    rows = pd.read_parquet(out / "results.parquet")
+    cols = ["normal_class", "k", "trial_id", "trial_start", "fit_index", "selected", "val_auroc"]
+    print("rows after --resume:\n" + rows[cols].sort_values(["normal_class", "k"]).to_string(index=False))
+    assert len(rows) == 4 and not rows.duplicated(["normal_class", "k"]).any(), rows[cols]
+    for _, trial in rows.groupby("trial_id"):  # first config from the first start, the second after the restore
+        trial = trial.sort_values("fit_index")
+        assert list(trial["k"]) == [3, 4] and list(trial["trial_start"]) == [0, 1] and list(trial["fit_index"]) == [0, 1], trial[cols]
+    assert rows.groupby("normal_class")["selected"].sum().tolist() == [1, 1]
+
+    scored = _run([sys.executable, str(SCRIPT_DIR / "s3_sweep_run.py"), "score", storage], env, timeout=600)
+    score = json.loads(scored.stdout.strip().splitlines()[-1])
+    keys = moto_s3.keys(prefix + "/")
+    print(f"S3 listing of {storage}/ ({len(keys)} objects):\n  " + "\n  ".join(keys) + f"\nRay Data scoring: {score}")
+    results = f"{prefix}/s3sweep-results/"
+    assert {results + "results.parquet", results + "report.md"} <= set(keys), keys
+    assert sum(k.startswith(results + "scores/") for k in keys) == 2, keys  # the 2 selected configs' per-image scores
+    assert any(k.startswith(f"{prefix}/s3sweep/") and k.endswith("tuner.pkl") for k in keys), keys
+    assert score["detector"] == f"{storage}/detectors/c0.pt" and f"{prefix}/detectors/c0.pt" in keys
+    assert any(k.startswith(f"{prefix}/scores/c0/") and k.endswith(".parquet") for k in keys), keys
+    assert score["rows"] == score["written_rows"] == 40
+    assert score["max_abs_diff"] < 1e-4 and score["written_max_abs_diff"] < 1e-4, score
+    # nothing that belongs in the storage is on this machine: no OUTDIR/ray default, no ~/ray_results
+    assert not (out / "ray").exists() and not (root / "home" / "ray_results").exists()
+    assert _local_files(root) == [], _local_files(root)
+
+
 # ---------------------------------------------------------------- autoscaling on the fake multi-node provider
 
 def _autoscaling_head(root, moto_s3, *, idle_timeout_minutes=0.5):
