@@ -155,6 +155,7 @@ def test_interrupted_sweep_resumes_from_s3_and_ray_data_scores_there(root, moto_
              "--experiment-name", "s3sweep", "--out", str(out)]
     first = _run([sys.executable, str(SCRIPT_DIR / "s3_sweep_run.py"), "crash", "1", "--", *sweep], env, timeout=900)
     assert json.loads(first.stdout.strip().splitlines()[-1])["exit"] == 6, first.stdout[-3000:]  # EXIT_INCOMPLETE
+    assert not any(k.startswith(f"{prefix}/s3sweep-results/") for k in moto_s3.keys(prefix + "/"))  # nothing published
     interrupted = moto_s3.keys(f"{prefix}/s3sweep/")
     print(f"\nS3 after the interrupted sweep ({len(interrupted)} objects):\n  " + "\n  ".join(interrupted))
     assert sum(k.endswith("/rows.json") for k in interrupted) >= 2, interrupted  # each class trial's first config
@@ -176,7 +177,8 @@ def test_interrupted_sweep_resumes_from_s3_and_ray_data_scores_there(root, moto_
     print(f"S3 listing of {storage}/ ({len(keys)} objects):\n  " + "\n  ".join(keys) + f"\nRay Data scoring: {score}")
     results = f"{prefix}/s3sweep-results/"
     assert {results + "results.parquet", results + "report.md"} <= set(keys), keys
-    assert sum(k.startswith(results + "scores/") for k in keys) == 2, keys  # the 2 selected configs' per-image scores
+    # the 2 selected configs' per-image scores (pyarrow also leaves "dir/" marker objects: count the files)
+    assert sum(k.startswith(results + "scores/") and k.endswith(".parquet") for k in keys) == 2, keys
     assert any(k.startswith(f"{prefix}/s3sweep/") and k.endswith("tuner.pkl") for k in keys), keys
     assert score["detector"] == f"{storage}/detectors/c0.pt" and f"{prefix}/detectors/c0.pt" in keys
     assert any(k.startswith(f"{prefix}/scores/c0/") and k.endswith(".parquet") for k in keys), keys
@@ -324,6 +326,7 @@ def test_cub200_sweep_job_on_the_simulated_cluster(root, moto_s3):
                "--out", str(out_dir), "--use-gpu", "--gpus-per-trial", "1", "--backbone", "wrn-10-1", "--side", "16",
                "--epochs", "1", "--min-steps", "1", "--batch-size", "8", "--grid-search", "2x2", "--k-search", "3",
                "--device", "cpu", "--quiet"]
+        head_id = ch.list_nodes(head)[0]["node_id"]
         job = _run(cmd, head.env | {"RAY_AUTH_MODE": "token"}, timeout=3300)
         print(job.stdout[-3000:])
         gpu_nodes = [n["node_id"] for n in ch.list_nodes(head) if n["resources"].get("GPU", 0) >= 1]
@@ -333,6 +336,10 @@ def test_cub200_sweep_job_on_the_simulated_cluster(root, moto_s3):
         head.stop()
     rows = pd.read_parquet(out_dir / "results.parquet")
     selected = rows[rows["selected"]]
+    by_node = rows["node_id"].value_counts().to_dict()
+    print(f"class-trial rows per node (head {head_id}): {by_node}")
+    assert head_id not in by_node and set(by_node) <= set(gpu_nodes), (by_node, gpu_nodes)  # all on the GPU nodes
+    assert (rows["trial_start"] == 0).all() and (rows["fit_index"] == 0).all()  # 1 config per class, fitted once
     assert selected["normal_class"].nunique() == n_classes and len(selected) == n_classes, selected["normal_class"].value_counts()
     keys = moto_s3.keys("mtssad/runs/")
     print(f"S3 listing of s3://{moto_s3.bucket}/mtssad/runs/ ({len(keys)} objects), results:\n  "
