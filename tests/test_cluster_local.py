@@ -177,6 +177,7 @@ def test_interrupted_sweep_resumes_from_s3_and_ray_data_scores_there(root, moto_
     print(f"S3 listing of {storage}/ ({len(keys)} objects):\n  " + "\n  ".join(keys) + f"\nRay Data scoring: {score}")
     results = f"{prefix}/s3sweep-results/"
     assert {results + "results.parquet", results + "report.md"} <= set(keys), keys
+    assert not any(k.endswith(".lock") for k in keys), keys  # the results' writers' lock stays on the driver
     # the 2 selected configs' per-image scores (pyarrow also leaves "dir/" marker objects: count the files)
     assert sum(k.startswith(results + "scores/") and k.endswith(".parquet") for k in keys) == 2, keys
     assert any(k.startswith(f"{prefix}/s3sweep/") and k.endswith("tuner.pkl") for k in keys), keys
