@@ -1,15 +1,12 @@
-"""The GPU sweep the autoscaling test runs against the simulated cluster, as one swappable function.
+"""The class-trial sweep the autoscaling test runs against the simulated cluster (the test's driver).
 
-    RAY_ADDRESS=127.0.0.1:PORT python tests/cluster_sweep.py --trials 2 --storage-path s3://bucket/runs
+    RAY_ADDRESS=127.0.0.1:PORT python tests/cluster_sweep.py --classes 0 1 --storage-path s3://bucket/runs
 
-Each trial asks Tune for {"CPU": 1, "GPU": 1}, as issue 13's class trials do, so the autoscaler sees
-GPU demand and starts GPU nodes; each row says which node and GPU the trial ran on. Once the
-class-trial engine (issue 13) is merged, `run_gpu_sweep` can call
-mtssad.distributed.run_sweep(dataset, classes=[0, 1], grids=["2x2"], ks=[3], params=tiny,
-use_gpu=True, gpus_per_trial=1, storage_path=..., name=...) instead, provided that (a) its rows
-carry `node_id` (ray.get_runtime_context().get_node_id() in the class trial) and (b) a trial given
-a fake GPU trains on the CPU when torch sees no CUDA (its trial_device() picks "cuda" from the
-assigned GPU alone).
+The real `run_sweep` (mtssad.distributed.tune), tiny: digits at side 16, one config (2x2, k 3) per
+class, wrn-10-1, 1 epoch, no step floor. Each class trial asks Tune for {"CPU": 1, "GPU": 1}
+(use_gpu, gpus_per_trial=1), so with a GPU-less head the autoscaler sees GPU demand and starts GPU
+nodes. The fake GPUs have no CUDA behind them: the trial logs a warning and trains on the CPU
+(`resources.trial_device`). Prints the rows' node ids, devices and counters as JSON.
 """
 
 from __future__ import annotations
@@ -17,50 +14,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+
+TINY = dict(backbone="wrn-10-1", epochs=1, min_steps=0, batch_size=16)
 
 
-def gpu_probe(config: dict) -> dict:
-    """A trial: hold the GPU briefly (so trials overlap and need separate nodes), say where it ran."""
-    import ray
+def run_gpu_sweep(*, classes: list[int], storage_path: str, name: str = "gpu_sweep") -> list[dict]:
+    """One config per class on the connected cluster, each class trial on 1 (fake) GPU; the rows."""
+    from mtssad.data import load_dataset
+    from mtssad.distributed.tune import run_sweep
 
-    time.sleep(config["hold_s"])
-    return {"trial": config["i"], "node_id": ray.get_runtime_context().get_node_id(),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
-
-
-def run_gpu_sweep(*, n_trials: int, storage_path: str, name: str = "gpu_sweep", hold_s: float = 3.0) -> list[dict]:
-    """n_trials GPU trials on the connected cluster; their rows (trial, node_id, gpu_ids)."""
-    from ray import tune
-
-    tuner = tune.Tuner(
-        tune.with_resources(gpu_probe, {"CPU": 1, "GPU": 1}),
-        param_space={"i": tune.grid_search(list(range(n_trials))), "hold_s": hold_s},
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0),
-    )
-    results = tuner.fit()
-    if results.errors:
-        raise RuntimeError(f"{len(results.errors)} trial(s) failed: {results.errors[0]!r}")
-    keys = ("trial", "node_id", "gpu_ids")
-    return sorted(({k: r.metrics[k] for k in keys} for r in results), key=lambda row: row["trial"])
+    ds = load_dataset("digits", side=16)
+    rows = run_sweep(ds, classes=classes, grids=["2x2"], ks=[3], params=TINY, use_gpu=True, gpus_per_trial=1,
+                     storage_path=storage_path, name=name)
+    keys = ("normal_class", "grid", "k", "node_id", "device", "trial_id", "trial_start", "fit_index", "selected",
+            "val_auroc", "auroc")
+    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=2)
+    p.add_argument("--classes", type=int, nargs="+", default=[0, 1])
     p.add_argument("--storage-path", required=True)
     p.add_argument("--name", default="gpu_sweep")
-    p.add_argument("--hold-s", type=float, default=3.0)
     a = p.parse_args(argv)
     import ray
 
     ray.init(log_to_driver=False)  # RAY_ADDRESS: the simulated cluster
     try:
-        rows = run_gpu_sweep(n_trials=a.trials, storage_path=a.storage_path, name=a.name, hold_s=a.hold_s)
+        rows = run_gpu_sweep(classes=a.classes, storage_path=a.storage_path, name=a.name)
         head = ray.get_runtime_context().get_node_id()
     finally:
         ray.shutdown()
-    print(json.dumps({"driver_node_id": head, "rows": rows}))  # the result this command exists to print
+    print(json.dumps({"driver_node_id": head, "rows": rows}, default=str))  # the result this command exists to print
     return 0
 
 

@@ -128,6 +128,68 @@ def test_tune_and_train_keep_their_state_in_s3(root, moto_s3, uri_form):
     assert any(k.startswith(f"{prefix}/train_s3/checkpoint_") and k.endswith("model.txt") for k in keys), keys
 
 
+SWEEP_CMD = [sys.executable, "-c", "import sys; from mtssad.cli import main; sys.exit(main())"]
+
+
+def _local_files(root, names=("tuner.pkl", "rows.json", "state.json", "c0.pt")) -> list[str]:
+    """Files under the test's root that belong in the storage (experiment state, trial checkpoints, detectors)."""
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and (p.name in names or "checkpoint_" in str(p)))
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_interrupted_sweep_resumes_from_s3_and_ray_data_scores_there(root, moto_s3):
+    """`mtssad sweep --storage-path s3://...`: the fault drill stops every class trial after its first config,
+    `--resume` finishes only the rest (rows' trial_start / fit_index), the results are published to the bucket;
+    Ray Data reads a detector from the bucket and writes its scores there; nothing of it lands on local disk."""
+    import pandas as pd
+
+    prefix = "mtssad/runs"
+    storage = f"s3://{moto_s3.bucket}/{prefix}"
+    (root / "home").mkdir()
+    out = root / "out"
+    env = ch.base_env(root / "home", **moto_s3.env)
+    sweep = ["sweep", "--dataset", "digits", "--side", "16", "--classes", "0", "1", "--grid-search", "2x2",
+             "--k-search", "3", "4", "--backbone", "wrn-10-1", "--epochs", "1", "--min-steps", "0",
+             "--batch-size", "16", "--num-workers", "1", "--local", "--num-cpus", "2", "--storage-path", storage,
+             "--experiment-name", "s3sweep", "--out", str(out)]
+    first = _run([sys.executable, str(SCRIPT_DIR / "s3_sweep_run.py"), "crash", "1", "--", *sweep], env, timeout=900)
+    assert json.loads(first.stdout.strip().splitlines()[-1])["exit"] == 6, first.stdout[-3000:]  # EXIT_INCOMPLETE
+    assert not any(k.startswith(f"{prefix}/s3sweep-results/") for k in moto_s3.keys(prefix + "/"))  # nothing published
+    interrupted = moto_s3.keys(f"{prefix}/s3sweep/")
+    print(f"\nS3 after the interrupted sweep ({len(interrupted)} objects):\n  " + "\n  ".join(interrupted))
+    assert sum(k.endswith("/rows.json") for k in interrupted) >= 2, interrupted  # each class trial's first config
+
+    resumed = _run(SWEEP_CMD + sweep + ["--resume"], env, timeout=900)
+    assert f"copied to {storage}/s3sweep-results" in resumed.stdout, resumed.stdout[-3000:]
+    rows = pd.read_parquet(out / "results.parquet")
+    cols = ["normal_class", "k", "trial_id", "trial_start", "fit_index", "selected", "val_auroc"]
+    print("rows after --resume:\n" + rows[cols].sort_values(["normal_class", "k"]).to_string(index=False))
+    assert len(rows) == 4 and not rows.duplicated(["normal_class", "k"]).any(), rows[cols]
+    for _, trial in rows.groupby("trial_id"):  # first config from the first start, the second after the restore
+        trial = trial.sort_values("fit_index")
+        assert list(trial["k"]) == [3, 4] and list(trial["trial_start"]) == [0, 1] and list(trial["fit_index"]) == [0, 1], trial[cols]
+    assert rows.groupby("normal_class")["selected"].sum().tolist() == [1, 1]
+
+    scored = _run([sys.executable, str(SCRIPT_DIR / "s3_sweep_run.py"), "score", storage], env, timeout=600)
+    score = json.loads(scored.stdout.strip().splitlines()[-1])
+    keys = moto_s3.keys(prefix + "/")
+    print(f"S3 listing of {storage}/ ({len(keys)} objects):\n  " + "\n  ".join(keys) + f"\nRay Data scoring: {score}")
+    results = f"{prefix}/s3sweep-results/"
+    assert {results + "results.parquet", results + "report.md"} <= set(keys), keys
+    assert not any(k.endswith(".lock") for k in keys), keys  # the results' writers' lock stays on the driver
+    # the 2 selected configs' per-image scores (pyarrow also leaves "dir/" marker objects: count the files)
+    assert sum(k.startswith(results + "scores/") and k.endswith(".parquet") for k in keys) == 2, keys
+    assert any(k.startswith(f"{prefix}/s3sweep/") and k.endswith("tuner.pkl") for k in keys), keys
+    assert score["detector"] == f"{storage}/detectors/c0.pt" and f"{prefix}/detectors/c0.pt" in keys
+    assert any(k.startswith(f"{prefix}/scores/c0/") and k.endswith(".parquet") for k in keys), keys
+    assert score["rows"] == score["written_rows"] == 40
+    assert score["max_abs_diff"] < 1e-4 and score["written_max_abs_diff"] < 1e-4, score
+    # nothing that belongs in the storage is on this machine: no OUTDIR/ray default, no ~/ray_results
+    assert not (out / "ray").exists() and not (root / "home" / "ray_results").exists()
+    assert _local_files(root) == [], _local_files(root)
+
+
 # ---------------------------------------------------------------- autoscaling on the fake multi-node provider
 
 def _autoscaling_head(root, moto_s3, *, idle_timeout_minutes=0.5):
@@ -168,17 +230,22 @@ def test_autoscaler_adds_gpu_nodes_for_gpu_trials_and_removes_them_when_idle(roo
         head_id = before[0]["node_id"]
 
         storage = f"s3://{moto_s3.bucket}/autoscale"
-        out = _run([sys.executable, str(SCRIPT_DIR / "cluster_sweep.py"), "--trials", "2", "--storage-path", storage],
-                   head.env | {"RAY_ADDRESS": head.address, "RAY_AUTH_MODE": "token"}, timeout=420)
+        # the real class-trial sweep: 3 classes, 1 config each, every class trial asking for 1 GPU
+        out = _run([sys.executable, str(SCRIPT_DIR / "cluster_sweep.py"), "--classes", "0", "1", "2",
+                    "--storage-path", storage],
+                   head.env | {"RAY_ADDRESS": head.address, "RAY_AUTH_MODE": "token"}, timeout=900)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         rows = result["rows"]
         during = ch.list_nodes(head)
         gpu_nodes = {n["node_id"] for n in during if n["resources"].get("GPU", 0) >= 1}
-        print(f"\nhead {head_id}\nGPU nodes added: {sorted(gpu_nodes)}\ntrials: "
-              + "; ".join(f"trial {r['trial']} on {r['node_id']} gpu {r['gpu_ids']}" for r in rows))
+        print(f"\nhead {head_id}\nGPU nodes added: {sorted(gpu_nodes)}\nclass trials: "
+              + "; ".join(f"class {r['normal_class']} {r['grid']} k={r['k']} on {r['node_id']} ({r['device']}, "
+                          f"trial_start {r['trial_start']}, fit_index {r['fit_index']})" for r in rows))
         assert result["driver_node_id"] == head_id
-        assert len(rows) == 2 and all(r["gpu_ids"] for r in rows)
-        assert gpu_nodes and all(r["node_id"] in gpu_nodes and r["node_id"] != head_id for r in rows), (rows, during)
+        assert sorted(r["normal_class"] for r in rows) == ["0", "1", "2"] and all(r["selected"] for r in rows), rows
+        assert all(r["node_id"] in gpu_nodes and r["node_id"] != head_id for r in rows), (rows, during)
+        # fake GPUs, no CUDA: trial_device falls back to the CPU; one start, one fit per class trial
+        assert all(r["device"] == "cpu" and r["trial_start"] == 0 and r["fit_index"] == 0 for r in rows), rows
 
         def removed():
             now = {n["node_id"]: n["state"] for n in ch.list_nodes(head)}
@@ -190,7 +257,8 @@ def test_autoscaler_adds_gpu_nodes_for_gpu_trials_and_removes_them_when_idle(roo
         assert final[head_id] == "ALIVE"
         keys = moto_s3.keys("autoscale/")
         print(f"S3 listing of s3://{moto_s3.bucket}/autoscale/:\n  " + "\n  ".join(keys))
-        assert any(k.endswith("tuner.pkl") for k in keys)
+        assert any(k.startswith("autoscale/gpu_sweep/") and k.endswith("tuner.pkl") for k in keys), keys
+        assert sum(k.startswith("autoscale/gpu_sweep/") and k.endswith("/rows.json") for k in keys) >= 3, keys
     finally:
         head.stop()
 
@@ -259,6 +327,7 @@ def test_cub200_sweep_job_on_the_simulated_cluster(root, moto_s3):
                "--out", str(out_dir), "--use-gpu", "--gpus-per-trial", "1", "--backbone", "wrn-10-1", "--side", "16",
                "--epochs", "1", "--min-steps", "1", "--batch-size", "8", "--grid-search", "2x2", "--k-search", "3",
                "--device", "cpu", "--quiet"]
+        head_id = ch.list_nodes(head)[0]["node_id"]
         job = _run(cmd, head.env | {"RAY_AUTH_MODE": "token"}, timeout=3300)
         print(job.stdout[-3000:])
         gpu_nodes = [n["node_id"] for n in ch.list_nodes(head) if n["resources"].get("GPU", 0) >= 1]
@@ -268,6 +337,10 @@ def test_cub200_sweep_job_on_the_simulated_cluster(root, moto_s3):
         head.stop()
     rows = pd.read_parquet(out_dir / "results.parquet")
     selected = rows[rows["selected"]]
+    by_node = rows["node_id"].value_counts().to_dict()
+    print(f"class-trial rows per node (head {head_id}): {by_node}")
+    assert head_id not in by_node and set(by_node) <= set(gpu_nodes), (by_node, gpu_nodes)  # all on the GPU nodes
+    assert (rows["trial_start"] == 0).all() and (rows["fit_index"] == 0).all()  # 1 config per class, fitted once
     assert selected["normal_class"].nunique() == n_classes and len(selected) == n_classes, selected["normal_class"].value_counts()
     keys = moto_s3.keys("mtssad/runs/")
     print(f"S3 listing of s3://{moto_s3.bucket}/mtssad/runs/ ({len(keys)} objects), results:\n  "

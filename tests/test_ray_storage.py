@@ -69,9 +69,11 @@ def test_copy_to_storage_and_bytes_round_trip_through_uris(tmp_path):
     (src / "scores").mkdir(parents=True)
     (src / "results.parquet").write_bytes(b"rows")
     (src / "scores" / "c0.parquet").write_bytes(b"scores")
+    (src / ".results.parquet.lock").write_bytes(b"")  # ResultsStore's writers' lock: not part of the results
     dest = f"file://{tmp_path}/store/sweep-results"
     assert copy_to_storage(src, dest) == dest
     assert (tmp_path / "store" / "sweep-results" / "scores" / "c0.parquet").read_bytes() == b"scores"
+    assert sorted(p.name for p in (tmp_path / "store" / "sweep-results").iterdir()) == ["results.parquet", "scores"]
     uri = write_bytes(join_uri(f"file://{tmp_path}/store", "detectors", "c0.pt"), b"\x00weights")
     assert read_bytes(uri) == b"\x00weights" and (tmp_path / "store" / "detectors" / "c0.pt").exists()
     with pytest.raises(ValueError, match="recurse"):

@@ -173,6 +173,9 @@ def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outpu
         sel = next(r for r in mine if r["selected"])
         assert sel["val_auroc"] == max(r["val_auroc"] for r in mine) and sel["test_scored"]
         assert 0 <= sel["auroc"] <= 1 and sel["n_test"] == len(digits16.test_images) and sel["device"] == "cpu"
+    import ray
+
+    assert {r["node_id"] for r in rows} == {ray.get_runtime_context().get_node_id()}  # the one local node
     log = caplog.text
     assert "skipping ours grid 2x2 k 30" in log and "[4/4 configs]" in log and "ETA" in log
     store = ResultsStore(tmp_path / "out")

@@ -20,6 +20,7 @@ import logging
 import os
 import posixpath
 import re
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ SHARED_FS_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "
                              "cephfs", "ceph", "fuse.s3fs", "fuse.gcsfuse", "fuse.mountpoint-s3", "fuse.juicefs",
                              "fuse.sshfs", "9p", "efs", "fuse.efs", "wekafs", "panfs", "fuse.glusterfs"})
 SHARED_ENV = "MTSSAD_SHARED_STORAGE"  # "1": the plain storage path is on a mount every node has
+
+
+LOCK_SUFFIX = ".lock"  # writers' lock files (ResultsStore's .results.parquet.lock): of the writing machine, not the run
 
 
 class StorageError(ValueError):
@@ -87,7 +91,7 @@ def write_bytes(uri, data: bytes) -> str:
 def copy_to_storage(local_dir, storage_uri) -> str:
     """Copy the directory tree `local_dir` into `storage_uri` (files overwritten, others kept); return storage_uri.
 
-    Nothing is copied when both name the same local directory. Use it to send a run's results,
+    Nothing is copied when both name the same local directory. Writers' lock files (`*.lock`) are left out. Use it to send a run's results,
     per-image scores and report to the run's storage after (or while) it is written on the driver.
     """
     import pyarrow.fs as pafs
@@ -104,6 +108,11 @@ def copy_to_storage(local_dir, storage_uri) -> str:
             raise ValueError(f"copy_to_storage: {storage_uri} is inside {local_dir}; copying would recurse")
     dest_fs.create_dir(dest, recursive=True)
     pafs.copy_files(src, dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=dest_fs)
+    for lock in sorted(Path(src).rglob(f"*{LOCK_SUFFIX}")):  # copy_files takes no filter: drop the writers' locks
+        try:
+            dest_fs.delete_file(posixpath.join(dest, lock.relative_to(src).as_posix()))
+        except FileNotFoundError:
+            pass
     log.info("copied %s -> %s", src, storage_uri)
     return str(storage_uri)
 

@@ -20,7 +20,8 @@ never model weights): rows.json (every finished config's row), state.json (count
 best_scores.parquet, best_history.json. A resumed trial reads it and continues at the next
 config. Every row records `trial_start` (0 = first start of this trial, 1 = after one
 restore, ...) and `fit_index` (the how-many-th fit of this trial it was): a finished config
-retrained would show up as a second row or as more fits than configs.
+retrained would show up as a second row or as more fits than configs. `node_id` is the Ray node
+that ran the config (on an autoscaling cluster: which GPU node).
 """
 
 from __future__ import annotations
@@ -139,10 +140,11 @@ def _fit(det, method: str, d, s: SweepSettings, name: str):
 
 
 def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, *, device: str, trial_id: str,
-                      report) -> TrialState:
+                      report, node_id: str | None = None) -> TrialState:
     """Train `task`'s configs not in `state.rows` one after another; call report(row, state) after each.
 
     The body of a class trial without Ray (report is `ray.tune.report` glue in `class_trial`).
+    node_id: the Ray node the trial runs on, recorded in each row (which node trained which config).
     """
     import pandas as pd
 
@@ -187,7 +189,7 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
                    val_auroc=val_auroc, train_seconds=fit_s, val_seconds=val_s,
                    epochs_run=len(getattr(det, "history_", [])),
                    epochs_seconds=sum(h.get("seconds", 0.0) for h in getattr(det, "history_", [])), device=device, trial_id=trial_id,
-                   trial_start=start_no, fit_index=state.fits, test_scored=False)
+                   node_id=node_id, trial_start=start_no, fit_index=state.fits, test_scored=False)
         state.fits += 1
         fits_now += 1
         new_best = is_better(val_auroc, best)
@@ -208,6 +210,7 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
 
 def class_trial(config: dict, dataset=None, settings: SweepSettings | None = None) -> None:
     """The Tune trainable: one class trial on the device Tune gave it; a row and a checkpoint per config."""
+    import ray
     import ray.tune
     import torch
 
@@ -230,7 +233,7 @@ def class_trial(config: dict, dataset=None, settings: SweepSettings | None = Non
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(d))
 
     run_class_configs(config["task"], dataset, s, state, device="cpu" if s.mode != IN_PROCESS else device,
-                      trial_id=trial_id, report=report)
+                      trial_id=trial_id, report=report, node_id=ray.get_runtime_context().get_node_id())
     if device == "cuda":
         torch.cuda.empty_cache()  # the actor may be reused by the next class trial
 
