@@ -24,7 +24,6 @@ store once and every trial reads it from there (zero-copy on its node).
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
@@ -32,6 +31,7 @@ from .progress import make_progress_callback
 from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
 from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, select_by_validation
 from .sweep_space import class_tasks, config_label, sweep_trials
+from .storage import absolute
 from .sweep_trial import SweepSettings, TrialState, class_trial
 
 log = logging.getLogger("mtssad.sweep")
@@ -53,10 +53,6 @@ def sweep_workers(num_workers: int | None, train_labels, classes, val_fraction: 
 
 class SweepIncomplete(RuntimeError):
     """Some class trials did not finish (error or interruption); rerun with resume=True to finish only those."""
-
-
-def _abs_storage(path: str) -> str:
-    return path if "://" in str(path) else os.path.abspath(os.path.expanduser(str(path)))
 
 
 def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"), ks=(3,), params: dict | None = None,
@@ -107,7 +103,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
                              ray_train=ray_train)
     if plan["note"]:
         log.warning(plan["note"])
-    storage = _abs_storage(storage_path)
+    storage = absolute(storage_path)  # a URI unchanged, a path made absolute
     settings = SweepSettings(
         params=params, seed=seed, val_fraction=val_fraction, val_anomaly_ratio=val_anomaly_ratio,
         val_max_anomalies=val_max_anomalies, score_all_test=score_all_test, mode=plan["mode"],
