@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +41,18 @@ def parse_args(argv=None):
     p.add_argument("--backbone", default="wrn-10-1")
     p.add_argument("--tag", default="", help="suffix of the work folder and result files (e.g. a second backbone)")
     p.add_argument("--report-only", action="store_true", help="only write the table from the rows so far")
+    p.add_argument("--work-root", type=Path, default=HERE / "results" / "work",
+                   help="folder holding the ablation_<dataset>[_<tag>] run folders")
+    p.add_argument("--with-tags", nargs="+", default=[], help="also report the rows of these --tag work folders "
+                   "(runs split over processes, e.g. one seed per CPU)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mtssad evaluate` flags")
     return p.parse_args(argv)
 
 
 def run(args) -> int:
     name = f"ablation_{args.dataset}{'_' + args.tag if args.tag else ''}"
-    work = HERE / "results" / "work" / name
+    work = args.work_root / name
     classes = args.classes or (GLYPH_FONTS if args.dataset == "glyphs" else None)
-    walls = _load_walls(work)
     if not args.report_only:
         for seed in args.seeds:
             for method in args.methods:
@@ -59,37 +61,36 @@ def run(args) -> int:
                 if classes:
                     argv += ["--classes", *classes]
                 print("mtssad " + " ".join(argv), flush=True)
-                t0 = time.perf_counter()
                 code = mtssad_main(argv)
                 if code != 0:
                     return code
-                walls.setdefault(f"{method}/{seed}", time.perf_counter() - t0)  # first (full) run's wall time
-                _save_walls(work, walls)
-    frame = ResultsStore(work).load()
-    md, summary = ablation_table(frame, args.methods, walls, dataset=args.dataset)
+    works = [work] + [args.work_root / f"ablation_{args.dataset}_{tag}" for tag in args.with_tags]
+    frames = []
+    for w in works:
+        if (w / "results.parquet").exists():
+            frames.append(ResultsStore(w).load().assign(work_dir=w.name))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame[frame["method"].isin(args.methods)]
+    md, summary = ablation_table(frame, args.methods, dataset=args.dataset)
+    options_md, summary["score_options"] = score_option_table(frame, works)
+    md += options_md + all_rows_table(frame, summary, n_classes=len(classes) if classes else None)
     (HERE / "results" / f"{name}.md").write_text(md)
     (HERE / "results" / f"{name}.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    frame.to_parquet(HERE / "results" / f"{name}.parquet")
     print(md)
     return 0
 
 
-def _load_walls(work: Path) -> dict:
-    path = work / "walls.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save_walls(work: Path, walls: dict) -> None:
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "walls.json").write_text(json.dumps(walls, indent=1, sort_keys=True))
-
-
-def ablation_table(frame: pd.DataFrame, methods, walls: dict, *, dataset: str) -> tuple[str, dict]:
+def ablation_table(frame: pd.DataFrame, methods, *, dataset: str) -> tuple[str, dict]:
     """Markdown table + summary dict from result rows (dataset, normal_class, method, seed, auroc)."""
     df = frame[frame["dataset"] == dataset]
     methods = [m for m in methods if m in set(df["method"])]
-    # (class, seed) -> AUROC per method, only pairs every listed method has
-    wide = df.pivot_table(index=["normal_class", "seed"], columns="method", values="auroc", aggfunc="last")
-    wide = wide[methods].dropna()
+    everything = df.pivot_table(index=["normal_class", "seed"], columns="method", values="auroc", aggfunc="last")
+    # methods run on only some (class, seed) pairs of ours (costly baselines): compared on their own pairs below
+    partial = [m for m in methods if m != "ours" and "ours" in everything
+               and everything.loc[everything["ours"].notna(), m].isna().any()]
+    methods = [m for m in methods if m not in partial]
+    wide = everything[methods].dropna()  # (class, seed) -> AUROC per method, only pairs every listed method has
     seeds = sorted(wide.index.get_level_values("seed").unique())
     per_seed = wide.groupby(level="seed").mean() * 100  # (seeds, methods): class-mean AUROC %
     n_classes = wide.groupby(level="seed").size()
@@ -119,18 +120,115 @@ def ablation_table(frame: pd.DataFrame, methods, walls: dict, *, dataset: str) -
                          f"{wins}/{total} |")
             summary["paired"][m] = {"per_seed": [float(v) for v in by_seed], "mean": float(by_seed.mean()),
                                     "sd": float(sd_d), "wins": wins, "pairs": total}
+    if partial:
+        lines += ["", "Methods run on a subset of the (class, seed) pairs (their cost), each against ours on its own "
+                  "pairs:", "", "| method | pairs | ours | method | ours - method | wins |", "|---|---|---|---|---|---|"]
+        for m in partial:
+            both = everything[["ours", m]].dropna() * 100
+            diff = both["ours"] - both[m]
+            lines.append(f"| {m} | {len(both)} ({', '.join(f'{c}/s{s}' for c, s in both.index)}) | "
+                         f"{both['ours'].mean():.1f} | {both[m].mean():.1f} | {diff.mean():+.1f} | "
+                         f"{int((diff > 0).sum())}/{len(both)} |")
+            summary["paired"][m] = {"pairs": len(both), "ours": float(both["ours"].mean()), "method": float(both[m].mean()),
+                                    "mean": float(diff.mean()), "wins": int((diff > 0).sum())}
     lines += ["", "Per class (mean over seeds, AUROC %):", "",
               "| class | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     per_class = wide.groupby(level="normal_class").mean() * 100
     for c, row in per_class.iterrows():
         lines.append(f"| {c} | " + " | ".join(f"{row[m]:.1f}" for m in methods) + " |")
-    if walls:
-        lines += ["", "Wall time per `mtssad evaluate` run (all classes of one method and seed, 2 CPUs shared with "
-                  "other work, see the closing note):", "",
-                  "| method/seed | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.0f} |" for k, v in sorted(walls.items())]
-        summary["walls"] = walls
+    seconds = df.groupby(["method", "seed"])[["train_seconds", "score_seconds"]].sum().sum(axis=1)
+    lines += ["", "Seconds per run (one method and seed: the sum over its classes of fit + test scoring, from the "
+              "rows; one torch thread per run, two runs sharing the 2-CPU machine):", "",
+              "| method | " + " | ".join(f"seed {s}" for s in sorted(df["seed"].unique())) + " |",
+              "|---" * (1 + df["seed"].nunique()) + "|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{seconds.get((m, s), float('nan')):.0f}"
+                                              for s in sorted(df["seed"].unique())) + " |")
+    summary["run_seconds"] = {f"{m}/{s}": float(v) for (m, s), v in seconds.items()}
     return "\n".join(lines) + "\n", summary
+
+
+SCORE_OPTIONS = (("none", "all"), ("mean", "all"), ("none", "diagnostic"))  # (score_norm, head selection)
+
+
+def _ours_side_files(frame: pd.DataFrame, works: list[Path]):
+    """(row, per-image test scores, history) of every `ours` row whose side files exist."""
+    from mtssad.results import run_name
+
+    for row in frame[frame["method"] == "ours"].to_dict("records"):
+        name = run_name(row)
+        for w in works:
+            scores, history = w / "scores" / f"{name}.parquet", w / "history" / f"{name}.json"
+            if scores.exists() and history.exists():
+                yield row, pd.read_parquet(scores), json.loads(history.read_text())
+                break
+
+
+def score_option_table(frame: pd.DataFrame, works: list[Path]) -> tuple[str, dict]:
+    """Score options recombined from the saved per-head test scores of the `ours` runs (no refit).
+
+    none/all is eq. 6 (the rows' score); mean/all divides each head's sum by its transform count;
+    none/diagnostic keeps the heads the final (after BN recalibration) held-out diagnostic calls
+    suited. standardize needs held-out normals' per-head statistics, which the runs do not save:
+    benchmarks/score_options.py measures it (refitting). Also: each head's verdict per class.
+    """
+    from mtssad.diagnostic import head_verdict, select_heads
+    from mtssad.metrics import auroc
+    from mtssad.scoring import combine_heads
+
+    recs, verdict_counts = [], {}
+    for row, scores, history in _ours_side_files(frame, works):
+        last = history[-1]
+        heads = [c[len("score_"):] for c in scores.columns if c.startswith("score_")]
+        per_head = {h: scores[f"score_{h}"].to_numpy() for h in heads}
+        counts = {h: int(last[f"num_classes/{h}"]) for h in heads}
+        verdicts = {h: head_verdict(last.get(f"acc_val_normal/{h}"), last.get(f"acc_val_anomaly/{h}"), counts[h])
+                    for h in heads}
+        for h, v in verdicts.items():
+            verdict_counts.setdefault(h, {}).setdefault(v, []).append(f"{row['normal_class']}/s{row['seed']}")
+        y = scores["is_normal"].to_numpy()
+        rec = {"seed": row["seed"], "normal_class": row["normal_class"]}
+        for norm, sel in SCORE_OPTIONS:
+            keep = select_heads(verdicts) if sel == "diagnostic" else heads
+            rec[f"{norm}/{sel}"] = 100 * auroc(y, combine_heads(per_head, keep, norm=norm, counts=counts))
+        rec.update({f"head {h}": 100 * auroc(y, per_head[h]) for h in heads})
+        recs.append(rec)
+    if not recs:
+        return "", {}
+    df = pd.DataFrame(recs)
+    cols = [c for c in df.columns if c not in ("seed", "normal_class")]
+    per_seed = df.groupby("seed")[cols].mean()
+    sd = per_seed.std(ddof=1) if len(per_seed) > 1 else per_seed.mean() * np.nan
+    lines = ["", f"Score options and single heads of `ours`, recombined from the saved per-head test scores of the "
+             f"same fitted networks ({len(df)} (class, seed) runs; class mean per seed, then mean +- sd over seeds). "
+             "none/all is the paper's eq. 6; diagnostic = heads the held-out diagnostic after BN recalibration calls "
+             "suited (decided on validation, never on test).", "",
+             "| option | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
+             "| mean +- sd | " + " | ".join(f"{per_seed[c].mean():.1f} +- {sd[c]:.1f}" for c in cols) + " |", "",
+             "Head verdicts of the final diagnostic ((class, seed) runs per verdict):", "",
+             "| head | verdicts |", "|---|---|"]
+    for h, by in verdict_counts.items():
+        parts = [f"{v}: {len(cs)}" + (f" ({', '.join(cs[:12])}{' ...' if len(cs) > 12 else ''})" if v != "suited" else "")
+                 for v, cs in sorted(by.items())]
+        lines.append(f"| {h} | {'; '.join(parts)} |")
+    summary = {"runs": len(df), "mean": {c: float(per_seed[c].mean()) for c in cols},
+               "sd": {c: float(sd[c]) for c in cols},
+               "verdicts": {h: {v: len(cs) for v, cs in by.items()} for h, by in verdict_counts.items()}}
+    return "\n".join(lines) + "\n", summary
+
+
+def all_rows_table(frame: pd.DataFrame, summary: dict, *, n_classes: int | None) -> str:
+    """Every row with its own wall time (train + score seconds of that class's run); counts of finished rows."""
+    counts = frame.groupby(["seed", "method"]).size()
+    summary["rows_finished"] = {f"seed{s}/{m}": int(n) for (s, m), n in counts.items()}
+    total = n_classes or frame["normal_class"].nunique()
+    lines = ["", "Rows finished per (seed, method): " + ", ".join(f"{s}/{m} {n}/{total}" for (s, m), n in counts.items()),
+             "", "All rows (AUROC %, seconds of that class's fit and test scoring):", "",
+             "| seed | class | method | test AUROC | val AUROC | train s | score s |", "|---|---|---|---|---|---|---|"]
+    raw = frame.sort_values(["seed", "method", "normal_class"])
+    lines += [f"| {r.seed} | {r.normal_class} | {r.method} | {100 * r.auroc:.1f} | {100 * r.val_auroc:.1f} | "
+              f"{r.train_seconds:.0f} | {r.score_seconds:.0f} |" for r in raw.itertuples()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -57,15 +57,26 @@ def score_fitted(det, X_test, is_normal_test, *, X_val=None, y_val=None, labels_
     """Metrics (+ per-head and validation AUROCs) and per-image scores of a fitted detector."""
     t0 = time.perf_counter()
     score, heads = score_with_heads(det, X_test)
+    row, scores = metrics_of_scores(det, score, heads, is_normal_test, labels_test=labels_test,
+                               score_seconds=time.perf_counter() - t0)
+    if X_val is not None and y_val is not None and 0 < np.sum(y_val) < len(y_val):
+        row["val_auroc"] = auroc(y_val, score_with_heads(det, X_val)[0])
+    return row, scores
+
+
+def metrics_of_scores(det, score, heads: dict, is_normal_test, *, labels_test=None, score_seconds: float = 0.0
+                 ) -> tuple[dict, dict]:
+    """Metrics and per-image score columns from test scores already computed (here or on a DDP rank 0).
+
+    score: (N,) normality scores of the test images; heads: head -> (N,) per-head scores.
+    """
     row = anomaly_metrics(is_normal_test, score)
-    row.update(score_seconds=time.perf_counter() - t0, n_test=len(X_test))
+    row.update(score_seconds=score_seconds, n_test=len(score))
     for h, s in heads.items():
         row[f"auroc_head_{h}"] = auroc(is_normal_test, s)
     if getattr(det, "head_verdicts_", None):  # head_selection="diagnostic": which heads the score used
         row["selected_heads"] = ",".join(det.selected_heads_)
-    if X_val is not None and y_val is not None and 0 < np.sum(y_val) < len(y_val):
-        row["val_auroc"] = auroc(y_val, score_with_heads(det, X_val)[0])
-    scores = {"index": np.arange(len(X_test)), "is_normal": np.asarray(is_normal_test, bool), "score": score}
+    scores = {"index": np.arange(len(score)), "is_normal": np.asarray(is_normal_test, bool), "score": score}
     if labels_test is not None:
         scores["label"] = np.asarray(labels_test)
     scores.update({f"score_{h}": s for h, s in heads.items()})

@@ -257,3 +257,39 @@ def test_num_workers_two_trains_each_config_with_ddp_inside_the_class_trial(ray_
     assert len(rows) == 2 and sum(r["selected"] for r in rows) == 1
     runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())  # one TorchTrainer run per config
     assert len(runs) == 2 and all(r.endswith(("k2", "k3")) for r in runs)
+    assert {r["scored_on"] for r in rows} == {"ddp rank 0"}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray_local, digits16, tmp_path,
+                                                                            monkeypatch):
+    """With DDP the trial's process (driver CPUs only) never scores: scoring there raises, yet the
+    trial finishes, and rank 0's test scores are the returned detector's own scores."""
+    import mtssad.distributed.train as dtrain
+    from mtssad.detector import MultiTaskDetector
+    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+    from mtssad.protocols import one_vs_all_data
+
+    fitted = []
+    real_fit_ddp = dtrain.fit_ddp
+    monkeypatch.setattr(dtrain, "fit_ddp", lambda *a, **kw: fitted.append(real_fit_ddp(*a, **kw)) or fitted[-1])
+    real_score = MultiTaskDetector.score_samples_and_tasks
+
+    def no_scoring_here(self, X):
+        raise AssertionError("the class trial scored in its own process")
+
+    monkeypatch.setattr(MultiTaskDetector, "score_samples_and_tasks", no_scoring_here)
+    task = {"normal_class": 1, "method": "ours", "configs": [{"grid": "2x2", "k": k} for k in (2, 3)]}
+    s = SweepSettings(params=PARAMS, mode="ddp", num_workers=2, train_storage=str(tmp_path / "ray"),
+                      controller_failure_limit=0, score_all_test=True)
+    state = run_class_configs(task, digits16, s, TrialState(), device="cpu", trial_id="t0", report=lambda r, st: None)
+    assert [r["scored_on"] for r in state.rows] == ["ddp rank 0"] * 2 and all(r["test_scored"] for r in state.rows)
+    assert len(fitted) == 2 and all(set(f.scores) == {"selection", "test"} for f in fitted)
+    monkeypatch.setattr(MultiTaskDetector, "score_samples_and_tasks", real_score)
+    d = one_vs_all_data(digits16, 1, seed=s.seed, val_fraction=s.val_fraction)
+    for f, row in zip(fitted, state.rows):
+        local = f.detector.score_samples_and_tasks(d.X_test)[0]
+        np.testing.assert_allclose(f.scores["test"], local, rtol=1e-4, atol=1e-5)
+        assert len(f.scores["selection"]) == row["n_val"] and row["score_seconds"] > 0

@@ -5,8 +5,9 @@
 
 One process per class, on the trial's own device (cuda when Tune gave it a GPU, else cpu):
 the validation split and the selection set are built once, then each (grid, k) config is
-fitted with the plain `MultiTaskDetector.fit` (or, with num_workers >= 2, `train_detector_ddp`),
-scored on the selection set, and reported as one row (`ray.tune.report`). No TorchTrainer,
+fitted with the plain `MultiTaskDetector.fit` (or, with num_workers >= 2, `fit_ddp`, whose rank 0
+scores the selection set and test split on the workers' device), scored on the selection set,
+and reported as one row (`ray.tune.report`). No TorchTrainer,
 no per-config process start.
 
 Test scoring: the test split is scored when a config becomes the best on validation so far
@@ -125,18 +126,28 @@ def config_id(row_or_cfg: dict) -> tuple:
     return row_or_cfg.get("grid"), row_or_cfg.get("k")
 
 
-def _fit(det, method: str, d, s: SweepSettings, name: str):
-    """Fit one config: in the trial's process, or with DDP workers (num_workers >= 2)."""
+def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel):
+    """Fit one config: (fitted detector, scores or None).
+
+    In the trial's process: scores is None (the trial scores on its own device). With DDP workers
+    (num_workers >= 2): rank 0 recalibrates, calibrates and scores the selection set and the test
+    split on its device (the trial reserved only driver CPUs), and scores = set name -> (score,
+    per-head scores), plus "seconds": rank 0's scoring wall time. Rank 0 scores the test split
+    for every config, since which config becomes the best is known only after validation: one
+    more pass per config, on the workers' device.
+    """
     from ..methods import METHODS
-    from .train import train_detector_ddp
+    from .train import fit_ddp
 
     if s.mode == IN_PROCESS or not METHODS[method].neural:
-        return det.fit(d.X_fit, X_val=d.X_val, y_val=d.y_val)
-    return train_detector_ddp(
+        return det.fit(d.X_fit, X_val=d.X_val, y_val=d.y_val), None
+    out = fit_ddp(
         d.X_fit, det, num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=s.resources_per_worker,
         storage_path=s.train_storage, name=name, max_failures=s.max_failures,
         controller_failure_limit=s.controller_failure_limit, X_val=d.X_val, y_val=d.y_val,
+        score_sets={"selection": X_sel, "test": d.X_test},
     )
+    return out.detector, {**{k: (out.scores[k], out.head_scores[k]) for k in out.scores}, "seconds": out.score_seconds}
 
 
 def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, *, device: str, trial_id: str,
@@ -150,7 +161,8 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
 
     from ..methods import METHODS, make_method
     from ..metrics import auroc
-    from ..protocols import PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_fitted, score_with_heads
+    from ..protocols import (PROTOCOL_PARAMS, data_identity, describe_config, metrics_of_scores, one_vs_all_data,
+                             score_fitted, score_with_heads)
     from ..results import row_key
 
     ds, c, method = dataset, task["normal_class"], task["method"]
@@ -178,10 +190,10 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
         if METHODS[method].neural:
             params["device"] = device  # the trial's own device, whatever params said
         det = make_method(method, **params)
-        det = _fit(det, method, d, s, name=f"train-{trial_id}-{cfg['grid']}-k{cfg['k']}")
+        det, scored = _fit(det, method, d, s, name=f"train-{trial_id}-{cfg['grid']}-k{cfg['k']}", X_sel=X_sel)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        val_auroc = auroc(y_sel, score_with_heads(det, X_sel)[0])
+        val_auroc = auroc(y_sel, (scored["selection"] if scored else score_with_heads(det, X_sel))[0])
         val_s = time.perf_counter() - t1
         row = describe_config(method, params, det)
         row.update(dataset=ds.name, normal_class=ds.class_names[c], seed=s.seed, split="test", data=data,
@@ -189,12 +201,17 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
                    val_auroc=val_auroc, train_seconds=fit_s, val_seconds=val_s,
                    epochs_run=len(getattr(det, "history_", [])),
                    epochs_seconds=sum(h.get("seconds", 0.0) for h in getattr(det, "history_", [])), device=device, trial_id=trial_id,
-                   node_id=node_id, trial_start=start_no, fit_index=state.fits, test_scored=False)
+                   node_id=node_id, trial_start=start_no, fit_index=state.fits, test_scored=False,
+                   scored_on="trial" if scored is None else "ddp rank 0")
         state.fits += 1
         fits_now += 1
         new_best = is_better(val_auroc, best)
         if new_best or s.score_all_test:
-            test_row, scores = score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
+            if scored is None:
+                test_row, scores = score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
+            else:
+                test_row, scores = metrics_of_scores(det, *scored["test"], d.is_normal_test, labels_test=ds.test_labels,
+                                                     score_seconds=scored["seconds"])  # both sets, on rank 0
             row.update(test_row, test_scored=True)
             if new_best:
                 best = val_auroc
