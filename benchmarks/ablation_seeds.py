@@ -72,6 +72,7 @@ def run(args) -> int:
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[frame["method"].isin(args.methods)]
     md, summary = ablation_table(frame, args.methods, dataset=args.dataset)
+    md = md.replace("\n\n", "\n\n" + settings_text(frame) + "\n\n", 1)
     options_md, summary["score_options"] = score_option_table(frame, works)
     md += options_md + all_rows_table(frame, summary, n_classes=len(classes) if classes else None)
     (HERE / "results" / f"{name}.md").write_text(md)
@@ -146,6 +147,17 @@ def ablation_table(frame: pd.DataFrame, methods, *, dataset: str) -> tuple[str, 
                                               for s in sorted(df["seed"].unique())) + " |")
     summary["run_seconds"] = {f"{m}/{s}": float(v) for (m, s), v in seconds.items()}
     return "\n".join(lines) + "\n", summary
+
+
+def settings_text(frame: pd.DataFrame) -> str:
+    """What the rows were trained with, read from their own config column (not from this script's defaults)."""
+    keys = ("backbone", "epochs", "min_steps", "batch_size", "grid", "k", "margin", "score_norm", "head_selection")
+    ours = frame[frame["method"] == "ours"]
+    configs = {json.dumps({k: json.loads(c).get(k) for k in keys}, sort_keys=True) for c in ours["config"]}
+    splits = {json.loads(d).get("val_fraction") for d in frame["data"].dropna()}
+    return (f"Settings of the `ours` rows (from their config column): {'; '.join(sorted(configs))}; validation "
+            f"fraction {', '.join(map(str, sorted(splits)))}. Every method shares backbone, budget and split; "
+            "one torch thread per run, two runs at a time on the 2-CPU machine.")
 
 
 SCORE_OPTIONS = (("none", "all"), ("mean", "all"), ("none", "diagnostic"))  # (score_norm, head selection)
