@@ -188,7 +188,7 @@ def score_option_table(frame: pd.DataFrame, works: list[Path]) -> tuple[str, dic
     from mtssad.metrics import auroc
     from mtssad.scoring import combine_heads
 
-    recs, verdict_counts = [], {}
+    recs, verdict_counts, accs = [], {}, []
     for row, scores, history in _ours_side_files(frame, works):
         last = history[-1]
         heads = [c[len("score_"):] for c in scores.columns if c.startswith("score_")]
@@ -198,6 +198,8 @@ def score_option_table(frame: pd.DataFrame, works: list[Path]) -> tuple[str, dic
                     for h in heads}
         for h, v in verdicts.items():
             verdict_counts.setdefault(h, {}).setdefault(v, []).append(f"{row['normal_class']}/s{row['seed']}")
+            accs.append({"head": h, "normal": last.get(f"acc_val_normal/{h}"), "anomaly": last.get(f"acc_val_anomaly/{h}"),
+                         "chance": 1 / counts[h]})
         y = scores["is_normal"].to_numpy()
         rec = {"seed": row["seed"], "normal_class": row["normal_class"]}
         for norm, sel in SCORE_OPTIONS:
@@ -217,15 +219,21 @@ def score_option_table(frame: pd.DataFrame, works: list[Path]) -> tuple[str, dic
              "suited (decided on validation, never on test).", "",
              "| option | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|",
              "| mean +- sd | " + " | ".join(f"{per_seed[c].mean():.1f} +- {sd[c]:.1f}" for c in cols) + " |", "",
-             "Head verdicts of the final diagnostic ((class, seed) runs per verdict):", "",
-             "| head | verdicts |", "|---|---|"]
+             "Head verdicts of the final diagnostic ((class, seed) runs per verdict) and the held-out accuracies "
+             "behind them (mean over runs): a head helps the score when it is right on normals and wrong on "
+             "anomalies, so the normal - anomaly gap is what to read.", "",
+             "| head | verdicts | chance | acc normal | acc anomaly | gap |", "|---|---|---|---|---|---|"]
+    acc = pd.DataFrame(accs).groupby("head", sort=False).mean()
     for h, by in verdict_counts.items():
         parts = [f"{v}: {len(cs)}" + (f" ({', '.join(cs[:12])}{' ...' if len(cs) > 12 else ''})" if v != "suited" else "")
                  for v, cs in sorted(by.items())]
-        lines.append(f"| {h} | {'; '.join(parts)} |")
+        a = acc.loc[h]
+        lines.append(f"| {h} | {'; '.join(parts)} | {a['chance']:.2f} | {a['normal']:.2f} | {a['anomaly']:.2f} | "
+                     f"{a['normal'] - a['anomaly']:+.2f} |")
     summary = {"runs": len(df), "mean": {c: float(per_seed[c].mean()) for c in cols},
                "sd": {c: float(sd[c]) for c in cols},
-               "verdicts": {h: {v: len(cs) for v, cs in by.items()} for h, by in verdict_counts.items()}}
+               "verdicts": {h: {v: len(cs) for v, cs in by.items()} for h, by in verdict_counts.items()},
+               "held_out_accuracy": {h: {k: float(v) for k, v in r.items()} for h, r in acc.iterrows()}}
     return "\n".join(lines) + "\n", summary
 
 
