@@ -31,7 +31,7 @@ from .config import ALL_TASKS, DetectorConfig
 from .diagnostic import head_verdict, select_heads
 from .errors import CorruptFileError
 from .model import MultiHeadNet, count_parameters
-from .scoring import combine_heads, head_accuracy, head_scores, score_images, variant_probs
+from .scoring import STD_FLOOR, combine_heads, head_accuracy, head_scores, head_stats, score_images, variant_probs
 from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
 from .transforms import Jigsaw, Plan, build_tasks, multitask_plan
 from .validation import check_image_shape, check_images, check_labels, resolve_device, unflatten_images
@@ -294,7 +294,12 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         self._fit_score_model(X)
         per_head = self.score_tasks(ref)
         self.head_counts_ = {h.name: int((self.plan_.labels[:, i] >= 0).sum()) for i, h in enumerate(self.plan_.heads)}
-        self.head_stats_ = {h: (float(v.mean()), float(v.std()) or 1.0) for h, v in per_head.items()}
+        self.head_stats_, floored = head_stats(per_head, self.head_counts_)
+        if floored and c.score_norm == "standardize":
+            warnings.warn(f"score_norm='standardize': head(s) {', '.join(floored)} scored the {len(ref)} reference "
+                          f"normals ({self.threshold_source_} images) almost identically (std below "
+                          f"{STD_FLOOR} x the head's transform count); their std was raised to that floor so "
+                          "that float noise does not decide the score", UserWarning, stacklevel=2)
         scores = self._combine(per_head)
         self.threshold_ = threshold_at(scores, c.contamination)
         self.offset_ = self.threshold_

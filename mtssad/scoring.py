@@ -89,6 +89,27 @@ def score_images(model, plan: Plan, images, *, device: torch.device, batch_size:
     return {key: np.concatenate(vals) for key, vals in parts.items()}
 
 
+STD_FLOOR = 1e-3  # smallest per-head std "standardize" divides by, as a fraction of the head's score range (its count)
+
+
+def head_stats(per_head: dict[str, np.ndarray], counts: dict[str, int]
+               ) -> tuple[dict[str, tuple[float, float]], list[str]]:
+    """(mean, std) of each head's scores on reference normals, for score_norm="standardize"; and the floored heads.
+
+    A head that scores every reference normal the same (saturated, or too few images) has a std of
+    float noise; dividing by it would let that head's noise decide the whole score. Its std is
+    raised to STD_FLOOR x its number of transforms (the head's score lies in [0, count]).
+    """
+    stats, floored = {}, []
+    for h, v in per_head.items():
+        sd, floor = float(np.std(v)), STD_FLOOR * counts[h]
+        if sd < floor:
+            sd = floor
+            floored.append(h)
+        stats[h] = (float(np.mean(v)), sd)
+    return stats, floored
+
+
 def combine_heads(per_head: dict[str, np.ndarray], heads, *, norm: str = "none", counts: dict[str, int] | None = None,
                   stats: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
     """Eq. 6: mean over `heads` of the per-head scores, after the optional normalization.

@@ -174,6 +174,26 @@ def test_held_out_validation_records_the_task_diagnostic(tiny_data):
     assert abs(z.mean()) < 1e-3  # float32 head scores, float64 stats
 
 
+def test_standardize_does_not_let_a_saturated_heads_float_noise_decide_the_score():
+    """A head that gives every reference normal its maximum (std ~1e-8) would, divided by that std, rank the
+    test images by float noise; the floor keeps the informative head in charge."""
+    from mtssad.scoring import STD_FLOOR, combine_heads, head_stats
+
+    rng = np.random.default_rng(0)
+    ref = {"rotation": rng.normal(3.0, 0.3, 200), "jigsaw": 3.0 - np.abs(rng.normal(0, 1e-9, 200))}
+    counts = {"rotation": 4, "jigsaw": 3}
+    stats, floored = head_stats(ref, counts)
+    assert floored == ["jigsaw"] and stats["jigsaw"][1] == STD_FLOOR * 3 and stats["rotation"][1] > 0.2
+    # normals high on rotation, anomalies low; the saturated head differs by noise only (anomalies slightly higher)
+    test = {"rotation": np.r_[np.full(5, 3.2), np.full(5, 2.0)],
+            "jigsaw": np.r_[np.full(5, 3 - 1e-8), np.full(5, 3.0)]}
+    z = combine_heads(test, ["rotation", "jigsaw"], norm="standardize", stats=stats)
+    assert z[:5].min() > z[5:].max()  # without the floor the jigsaw noise (z ~ -16 for normals) would invert the ranking
+    raw_sd = {h: (float(v.mean()), float(v.std())) for h, v in ref.items()}
+    z_raw = combine_heads(test, ["rotation", "jigsaw"], norm="standardize", stats=raw_sd)
+    assert z_raw[:5].max() < z_raw[5:].min()  # the failure the floor prevents, shown on the same numbers
+
+
 def test_import_mtssad_does_not_import_ray():
     code = "import sys, mtssad, mtssad.detector, mtssad.train, mtssad.scoring; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
