@@ -228,11 +228,13 @@ def test_progress_line_says_configs_done_class_elapsed_and_eta():
     assert "test AUROC" not in progress_line(1, 2, {**row, "test_scored": False}, 5.0, 1)
 
 
-def test_sweep_cli_defaults_keep_the_quickstart_budget_and_offer_test_all_configs():
+def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_configs():
     from mtssad.cli import build_parser
+    from mtssad.config import DetectorConfig
 
     args = build_parser().parse_args(["sweep"])
-    assert args.min_steps == 0 and args.test_all_configs is False and args.epochs == 10
+    assert args.min_steps == DetectorConfig().min_steps == build_parser().parse_args(["evaluate"]).min_steps == 300
+    assert args.test_all_configs is False and args.epochs == 10
     assert build_parser().parse_args(["sweep", "--test-all-configs"]).test_all_configs
 
 

@@ -65,9 +65,6 @@ def finish_ray_args(args):
     return args
 
 
-SWEEP_MIN_STEPS = 0  # `mtssad sweep`'s default step floor (see add_sweep_args)
-
-
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep (Ray Tune + Ray Train)")
     g.add_argument("--grid-search", nargs="+", type=_grid_text, default=["2x2", "3x3"],
@@ -78,10 +75,7 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="restore an interrupted sweep: finished configs are not retrained")
     g.add_argument("--test-all-configs", action="store_true",
                    help="score the test split for every config (default: only each class's best on validation so far)")
-    add_ray_args(p)
-    # The quickstart budget: 10 epochs, no step floor (a digits sweep of 20 configs in a few minutes on 2 CPUs;
-    # min_steps=300 makes it ~5x slower). Pass --min-steps 300 (DetectorConfig's default) for small classes.
-    p.set_defaults(min_steps=SWEEP_MIN_STEPS)
+    add_ray_args(p)  # the step budget (--min-steps, 300) is evaluate's: a sweep trains each config as evaluate does
 
 
 def connection_plan(address: str | None = None, *, local: bool = False, env=None,
