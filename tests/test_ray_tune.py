@@ -295,3 +295,23 @@ def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray
         local = f.detector.score_samples_and_tasks(d.X_test)[0]
         np.testing.assert_allclose(f.scores["test"], local, rtol=1e-4, atol=1e-5)
         assert len(f.scores["selection"]) == row["n_val"] and row["score_seconds"] > 0
+
+
+def test_resume_with_other_data_or_settings_is_refused_naming_the_differences(digits16, tmp_path):
+    """--resume hands the new command's data/settings to unfinished trials: a changed --max-train or
+    --epochs would mix two sweeps' rows silently, so the stored identity must match."""
+    from mtssad.data import load_dataset
+    from mtssad.distributed.sweep_identity import check_resume_identity, save_identity, sweep_identity
+    from mtssad.distributed.sweep_trial import SweepSettings
+
+    tasks = [{"normal_class": 0, "method": "ours", "configs": [{"grid": "2x2", "k": 3}]}]
+    ident = sweep_identity(digits16, tasks, SweepSettings(params=PARAMS), val_fraction=0.2)
+    storage = str(tmp_path)
+    assert check_resume_identity(storage, "sweep", ident) is False  # nothing stored: an older sweep
+    save_identity(storage, "sweep", ident)
+    same = sweep_identity(digits16, tasks, SweepSettings(params=PARAMS | {"device": "cuda"}), val_fraction=0.2)
+    assert check_resume_identity(storage, "sweep", same) is True  # where it runs may change
+    other_data = load_dataset("digits", side=16, max_train=200, max_test=120)
+    changed = sweep_identity(other_data, tasks, SweepSettings(params=PARAMS | {"epochs": 5}), val_fraction=0.2)
+    with pytest.raises(ValueError, match=r"would mix two sweeps.*data.max_train: 300 -> 200.*params.epochs: 1 -> 5"):
+        check_resume_identity(storage, "sweep", changed)

@@ -32,6 +32,7 @@ from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
 from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, select_by_validation
 from .sweep_space import class_tasks, config_label, sweep_trials
 from .storage import absolute
+from .sweep_identity import check_resume_identity, save_identity, sweep_identity
 from .sweep_trial import SweepSettings, TrialState, class_trial
 
 log = logging.getLogger("mtssad.sweep")
@@ -118,12 +119,17 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
              f" + {num_workers} DDP workers x {plan['resources_per_worker']}" if plan["mode"] == DDP else "",
              plan["max_concurrent_trials"] or "as many as fit", exp)
     progress = make_progress_callback(len(specs))
+    identity = sweep_identity(dataset, tasks, settings, val_fraction=val_fraction)
     if ray.tune.Tuner.can_restore(exp):
         if not resume:
             raise ValueError(f"a sweep already exists at {exp}: pass --resume (resume=True in Python) to finish it, "
                              "or another --experiment-name (name=)")
+        if not check_resume_identity(storage, name, identity):
+            log.warning("sweep %s has no stored identity (started by an older mtssad): resuming without checking "
+                        "that its data and settings match this command's", name)
         tuner = ray.tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
+        save_identity(storage, name, identity)
         tuner = ray.tune.Tuner(
             trainable,
             param_space={"task": ray.tune.grid_search(tasks)},
