@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--report-only", action="store_true", help="only write the table from the rows so far")
     p.add_argument("--work-root", type=Path, default=HERE / "results" / "work",
                    help="folder holding the ablation_<dataset>[_<tag>] run folders")
+    p.add_argument("--choose-tags", nargs="+", default=[],
+                   help="--tag work folders whose `ours` rows are other configs of ours (e.g. --extra --k 12): reported "
+                        "as ours[<tag>], and ours[val] = per (class, seed) the config with the best validation AUROC")
     p.add_argument("--with-tags", nargs="+", default=[], help="also report the rows of these --tag work folders "
                    "(runs split over processes, e.g. one seed per CPU)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mtssad evaluate` flags")
@@ -69,17 +72,41 @@ def run(args) -> int:
     for w in works:
         if (w / "results.parquet").exists():
             frames.append(ResultsStore(w).load().assign(work_dir=w.name))
+    methods = list(args.methods)
+    for tag in args.choose_tags:
+        w = args.work_root / f"ablation_{args.dataset}_{tag}"
+        alt = ResultsStore(w).load()
+        frames.append(alt[alt["method"] == "ours"].assign(method=f"ours[{tag}]", work_dir=w.name))
+        methods.append(f"ours[{tag}]")
     frame = pd.concat(frames, ignore_index=True)
-    frame = frame[frame["method"].isin(args.methods)]
-    md, summary = ablation_table(frame, args.methods, dataset=args.dataset)
+    frame = frame[frame["method"].isin(methods)]
+    if args.choose_tags:
+        frame = pd.concat([frame, chosen_on_validation(frame, methods[len(args.methods):])], ignore_index=True)
+        methods.append("ours[val]")
+    md, summary = ablation_table(frame, methods, dataset=args.dataset)
     md = md.replace("\n\n", "\n\n" + settings_text(frame) + "\n\n", 1)
     options_md, summary["score_options"] = score_option_table(frame, works)
-    md += options_md + all_rows_table(frame, summary, n_classes=len(classes) if classes else None)
+    md += options_md + all_rows_table(frame[frame["method"] != "ours[val]"], summary,
+                                      n_classes=len(classes) if classes else None)
     (HERE / "results" / f"{name}.md").write_text(md)
     (HERE / "results" / f"{name}.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     frame.to_parquet(HERE / "results" / f"{name}.parquet")
     print(md)
     return 0
+
+
+def chosen_on_validation(frame: pd.DataFrame, alternatives: list[str]) -> pd.DataFrame:
+    """ours[val]: per (dataset, class, seed) that has an alternative config, the row (ours or an alternative) with
+    the best validation AUROC (ties: the first of ours, then the alternatives in order). Test AUROC is never read."""
+    order = ["ours", *alternatives]
+    pool = frame[frame["method"].isin(order)].assign(_rank=lambda d: d["method"].map(order.index))
+    out = []
+    for _, g in pool.groupby(["dataset", "normal_class", "seed"]):
+        if len(g) < 2 or "ours" not in set(g["method"]):
+            continue
+        best = g.sort_values(["val_auroc", "_rank"], ascending=[False, True]).iloc[0]
+        out.append(best.drop("_rank").to_dict() | {"method": "ours[val]", "chosen": best["method"]})
+    return pd.DataFrame(out)
 
 
 def ablation_table(frame: pd.DataFrame, methods, *, dataset: str) -> tuple[str, dict]:
@@ -122,16 +149,24 @@ def ablation_table(frame: pd.DataFrame, methods, *, dataset: str) -> tuple[str, 
             summary["paired"][m] = {"per_seed": [float(v) for v in by_seed], "mean": float(by_seed.mean()),
                                     "sd": float(sd_d), "wins": wins, "pairs": total}
     if partial:
-        lines += ["", "Methods run on a subset of the (class, seed) pairs (their cost), each against ours on its own "
-                  "pairs:", "", "| method | pairs | ours | method | ours - method | wins |", "|---|---|---|---|---|---|"]
+        ref = "geometric" if "geometric" in methods else None
+        lines += ["", "Methods run on a subset of the (class, seed) pairs (their cost), each against ours"
+                  + (" and geometric" if ref else "") + " on its own pairs (AUROC %; wins: pairs where ours is higher):",
+                  "", "| method | pairs | ours | method | ours - method | wins |" + (" geometric | method - geometric |"
+                                                                                    if ref else ""),
+                  "|---|---|---|---|---|---|" + ("---|---|" if ref else "")]
         for m in partial:
-            both = everything[["ours", m]].dropna() * 100
+            both = everything[["ours", m] + ([ref] if ref else [])].dropna() * 100
             diff = both["ours"] - both[m]
-            lines.append(f"| {m} | {len(both)} ({', '.join(f'{c}/s{s}' for c, s in both.index)}) | "
-                         f"{both['ours'].mean():.1f} | {both[m].mean():.1f} | {diff.mean():+.1f} | "
-                         f"{int((diff > 0).sum())}/{len(both)} |")
+            line = (f"| {m} | {len(both)} ({', '.join(f'{c}/s{s}' for c, s in both.index)}) | "
+                    f"{both['ours'].mean():.1f} | {both[m].mean():.1f} | {diff.mean():+.1f} | "
+                    f"{int((diff > 0).sum())}/{len(both)} |")
             summary["paired"][m] = {"pairs": len(both), "ours": float(both["ours"].mean()), "method": float(both[m].mean()),
                                     "mean": float(diff.mean()), "wins": int((diff > 0).sum())}
+            if ref:
+                line += f" {both[ref].mean():.1f} | {(both[m] - both[ref]).mean():+.1f} |"
+                summary["paired"][m]["geometric"] = float(both[ref].mean())
+            lines.append(line)
     lines += ["", "Per class (mean over seeds, AUROC %):", "",
               "| class | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     per_class = wide.groupby(level="normal_class").mean() * 100

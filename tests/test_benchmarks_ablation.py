@@ -29,7 +29,8 @@ def test_paired_differences_sign_counts_and_partial_baselines_on_their_own_pairs
     np.testing.assert_allclose(summary["per_seed"]["ours"], [80.0, 90.0])
     np.testing.assert_allclose(summary["paired"]["geometric"]["per_seed"], [10 / 3, 10.0])
     assert summary["paired"]["geometric"]["wins"] == 5 and summary["paired"]["geometric"]["pairs"] == 6
-    assert summary["paired"]["mhrot"] == {"pairs": 1, "ours": 90.0, "method": 50.0, "mean": 40.0, "wins": 1}
+    assert summary["paired"]["mhrot"] == {"pairs": 1, "ours": 90.0, "method": 50.0, "mean": 40.0, "wins": 1,
+                                          "geometric": 80.0}
     assert "| mhrot | 1 (a/s0) |" in md
     assert summary["run_seconds"]["ours/0"] == 33.0
 
@@ -53,3 +54,13 @@ def test_score_options_recombine_the_saved_per_head_scores(tmp_path):
     assert summary["mean"]["head v"] == 100.0 and summary["mean"]["head j"] == 0.0
     assert summary["verdicts"] == {"v": {"suited": 1}, "j": {"too easy": 1}}
     assert "too easy: 1 (a/s0)" in md
+
+
+def test_config_chosen_on_validation_never_reads_test_auroc():
+    ours = _rows("ours", [0.9, 0.6], 0, classes="ab")
+    alt = _rows("ours[k12]", [0.5, 0.8], 0, classes="ab")
+    ours[0]["val_auroc"], alt[0]["val_auroc"] = 0.7, 0.8  # class a: the alternative wins on validation (worse on test)
+    ours[1]["val_auroc"], alt[1]["val_auroc"] = 0.8, 0.8  # class b: a tie keeps ours
+    chosen = ablation.chosen_on_validation(pd.DataFrame(ours + alt), ["ours[k12]"])
+    assert list(chosen["chosen"]) == ["ours[k12]", "ours"] and list(chosen["auroc"]) == [0.5, 0.6]
+    assert set(chosen["method"]) == {"ours[val]"}
