@@ -68,10 +68,13 @@ def run(args) -> int:
                 if code != 0:
                     return code
     works = [work] + [args.work_root / f"ablation_{args.dataset}_{tag}" for tag in args.with_tags]
-    frames = []
-    for w in works:
-        if (w / "results.parquet").exists():
-            frames.append(ResultsStore(w).load().assign(work_dir=w.name))
+    missing = [w for w in works + [args.work_root / f"ablation_{args.dataset}_{t}" for t in args.choose_tags]
+               if not (w / "results.parquet").exists()]
+    if missing:
+        print(f"no results.parquet in {', '.join(str(w) for w in missing)} (check --work-root, --tag, --with-tags, "
+              "--choose-tags)", file=sys.stderr)
+        return 2
+    frames = [ResultsStore(w).load().assign(work_dir=w.name) for w in works]
     methods = list(args.methods)
     for tag in args.choose_tags:
         w = args.work_root / f"ablation_{args.dataset}_{tag}"
@@ -80,6 +83,8 @@ def run(args) -> int:
         methods.append(f"ours[{tag}]")
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[frame["method"].isin(methods)]
+    key = ["dataset", "normal_class", "method", "seed", "config", "data"]
+    frame = frame.drop_duplicates(subset=[k for k in key if k in frame], keep="last")  # a row in two folders counts once
     if args.choose_tags:
         frame = pd.concat([frame, chosen_on_validation(frame, methods[len(args.methods):])], ignore_index=True)
         methods.append("ours[val]")
@@ -96,16 +101,19 @@ def run(args) -> int:
 
 
 def chosen_on_validation(frame: pd.DataFrame, alternatives: list[str]) -> pd.DataFrame:
-    """ours[val]: per (dataset, class, seed) that has an alternative config, the row (ours or an alternative) with
-    the best validation AUROC (ties: the first of ours, then the alternatives in order). Test AUROC is never read."""
+    """ours[val]: per (dataset, class, seed, data selection) that has an alternative config, the row (ours or an
+    alternative) with the best validation AUROC (ties: the first of ours, then the alternatives in order). Test
+    AUROC is never read. Its seconds are the sum over every candidate (choosing needs them all trained)."""
     order = ["ours", *alternatives]
     pool = frame[frame["method"].isin(order)].assign(_rank=lambda d: d["method"].map(order.index))
     out = []
-    for _, g in pool.groupby(["dataset", "normal_class", "seed"]):
-        if len(g) < 2 or "ours" not in set(g["method"]):
+    for _, g in pool.groupby(["dataset", "normal_class", "seed", "data"], dropna=False):
+        if g["method"].nunique() < 2 or "ours" not in set(g["method"]):
             continue
         best = g.sort_values(["val_auroc", "_rank"], ascending=[False, True]).iloc[0]
-        out.append(best.drop("_rank").to_dict() | {"method": "ours[val]", "chosen": best["method"]})
+        out.append(best.drop("_rank").to_dict() | {"method": "ours[val]", "chosen": best["method"],
+                                                   "train_seconds": g["train_seconds"].sum(),
+                                                   "score_seconds": g["score_seconds"].sum()})
     return pd.DataFrame(out)
 
 

@@ -295,6 +295,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         per_head = self.score_tasks(ref)
         self.head_counts_ = {h.name: int((self.plan_.labels[:, i] >= 0).sum()) for i, h in enumerate(self.plan_.heads)}
         self.head_stats_, floored = head_stats(per_head, self.head_counts_)
+        floored = [h for h in floored if h in self._scored_heads(per_head)]  # only heads the score uses
         if floored and c.score_norm == "standardize":
             warnings.warn(f"score_norm='standardize': head(s) {', '.join(floored)} scored the {len(ref)} reference "
                           f"normals ({self.threshold_source_} images) almost identically (std below "

@@ -58,7 +58,7 @@ def score_fitted(det, X_test, is_normal_test, *, X_val=None, y_val=None, labels_
     t0 = time.perf_counter()
     score, heads = score_with_heads(det, X_test)
     row, scores = metrics_of_scores(det, score, heads, is_normal_test, labels_test=labels_test,
-                               score_seconds=time.perf_counter() - t0)
+                                    score_seconds=time.perf_counter() - t0)
     if X_val is not None and y_val is not None and 0 < np.sum(y_val) < len(y_val):
         row["val_auroc"] = auroc(y_val, score_with_heads(det, X_val)[0])
     return row, scores

@@ -17,7 +17,7 @@ spec.loader.exec_module(ablation)
 
 def _rows(method, aurocs, seed, classes="abc"):
     return [{"dataset": "toy", "normal_class": c, "method": method, "seed": seed, "auroc": a, "val_auroc": a,
-             "train_seconds": 10.0, "score_seconds": 1.0} for c, a in zip(classes, aurocs)]
+             "train_seconds": 10.0, "score_seconds": 1.0, "data": "{}"} for c, a in zip(classes, aurocs)]
 
 
 def test_paired_differences_sign_counts_and_partial_baselines_on_their_own_pairs():
@@ -63,4 +63,4 @@ def test_config_chosen_on_validation_never_reads_test_auroc():
     ours[1]["val_auroc"], alt[1]["val_auroc"] = 0.8, 0.8  # class b: a tie keeps ours
     chosen = ablation.chosen_on_validation(pd.DataFrame(ours + alt), ["ours[k12]"])
     assert list(chosen["chosen"]) == ["ours[k12]", "ours"] and list(chosen["auroc"]) == [0.5, 0.6]
-    assert set(chosen["method"]) == {"ours[val]"}
+    assert set(chosen["method"]) == {"ours[val]"} and list(chosen["train_seconds"]) == [20.0, 20.0]

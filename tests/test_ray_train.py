@@ -109,8 +109,9 @@ def test_two_gloo_workers_train_a_loadable_detector(ray_local, tiny_data, tmp_pa
 def test_one_worker_reproduces_local_fit_and_two_workers_track_it(ray_local, tiny_data, tmp_path):
     """1 worker = MultiTaskDetector.fit (same seeds and generator; losses equal up to thread-order rounding).
     2 workers: same init and global batches, but per-rank BatchNorm statistics and dropout/offset streams;
-    the loss falls ~80x in 4 epochs, so only the first epoch (mostly at the shared init) is compared (10%),
-    and both curves must end below 5% of their first epoch."""
+    the loss falls 10-25x in 4 epochs (since the jigsaw identity is a puzzle too; it was ~80x with the raw image),
+    so only the first epoch (mostly at the shared init) is compared (10%), and both curves must end below 15% of
+    their first epoch."""
     cfg = {**TINY_RAY, "epochs": 4}
     # A worker of 1 CPU runs 1 torch thread (Ray sets OMP_NUM_THREADS); the local reference must too:
     # oneDNN's NHWC (channels_last) kernels round differently with 2 threads, and 4 epochs amplify it to ~10%.
@@ -129,7 +130,7 @@ def test_one_worker_reproduces_local_fit_and_two_workers_track_it(ray_local, tin
     print("local", ref, "1 worker", curves[1], "2 workers", curves[2])
     assert np.allclose(curves[1], ref, rtol=2e-2)
     assert abs(curves[2][0] - curves[1][0]) < 0.1 * curves[1][0]
-    assert curves[2][-1] < 0.05 * curves[2][0] and curves[1][-1] < 0.05 * curves[1][0]
+    assert curves[2][-1] < 0.15 * curves[2][0] and curves[1][-1] < 0.15 * curves[1][0]
 
 
 @pytest.mark.ray

@@ -189,6 +189,9 @@ def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outpu
     assert "ROC curves" in report and "Task suitability" in report
     assert len(list((tmp_path / "out" / "plots").glob("roc_*.png"))) == 2
     assert len(list((tmp_path / "out" / "plots").glob("tasks_*.png"))) == 2
+    with pytest.raises(ValueError, match=r"would mix two sweeps.*params\.epochs: 1 -> 2"):  # before Tune restores
+        run_sweep(digits16, classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30], params=PARAMS | {"epochs": 2},
+                  storage_path=str(tmp_path / "ray"), name="sweep", resume=True)
 
 
 @pytest.mark.ray
@@ -290,11 +293,18 @@ def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray
     assert [r["scored_on"] for r in state.rows] == ["ddp rank 0"] * 2 and all(r["test_scored"] for r in state.rows)
     assert len(fitted) == 2 and all(set(f.scores) == {"selection", "test"} for f in fitted)
     monkeypatch.setattr(MultiTaskDetector, "score_samples_and_tasks", real_score)
+    from mtssad.distributed.selection import selection_set
+    from mtssad.metrics import auroc
+
     d = one_vs_all_data(digits16, 1, seed=s.seed, val_fraction=s.val_fraction)
+    _, y_sel = selection_set(digits16.train_images, digits16.train_labels, 1, d.X_val, d.y_val, seed=s.seed,
+                             ratio=s.val_anomaly_ratio, max_anomalies=s.val_max_anomalies)
     for f, row in zip(fitted, state.rows):
         local = f.detector.score_samples_and_tasks(d.X_test)[0]
         np.testing.assert_allclose(f.scores["test"], local, rtol=1e-4, atol=1e-5)
-        assert len(f.scores["selection"]) == row["n_val"] and row["score_seconds"] > 0
+        assert row["val_auroc"] == auroc(y_sel, f.scores["selection"])  # each set paired with its own labels
+        assert row["auroc"] == auroc(d.is_normal_test, f.scores["test"])
+        assert len(f.scores["selection"]) == row["n_val"] and row["score_seconds"] > 0 and row["val_seconds"] > 0
 
 
 def test_resume_with_other_data_or_settings_is_refused_naming_the_differences(digits16, tmp_path):
@@ -315,3 +325,13 @@ def test_resume_with_other_data_or_settings_is_refused_naming_the_differences(di
     changed = sweep_identity(other_data, tasks, SweepSettings(params=PARAMS | {"epochs": 5}), val_fraction=0.2)
     with pytest.raises(ValueError, match=r"would mix two sweeps.*data.max_train: 300 -> 200.*params.epochs: 1 -> 5"):
         check_resume_identity(storage, "sweep", changed)
+    reordered = [{"normal_class": 1, "method": "ours", "configs": [{"grid": "3x3", "k": 3}, {"grid": "2x2", "k": 3}]},
+                 *tasks]
+    save_identity(storage, "two", sweep_identity(digits16, reordered, SweepSettings(params=PARAMS), val_fraction=0.2))
+    reordered[0]["configs"].reverse()  # --grid-search 2x2 3x3 instead of 3x3 2x2: the same sweep
+    assert check_resume_identity(storage, "two", sweep_identity(digits16, reordered[::-1], SweepSettings(params=PARAMS),
+                                                                val_fraction=0.2))
+    reordered[0]["configs"][1]["k"] = 6  # a different config deep in a list is named, not cut off
+    with pytest.raises(ValueError, match=r"tasks\.1\.configs\.1\.k: 3 -> 6"):
+        check_resume_identity(storage, "two", sweep_identity(digits16, reordered, SweepSettings(params=PARAMS),
+                                                             val_fraction=0.2))

@@ -134,13 +134,15 @@ def _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets: dict, history: lis
     det.history_ = history
     det.calibrate(X, X_val=X_val, y_val=None if X_val is None else y_val.astype(int), X_calibration=X_cal)
     calibrate_seconds = time.perf_counter() - t0
-    scores = {}
+    scores, set_seconds = {}, {}
     for name, ref in score_sets.items():
+        t1 = time.perf_counter()
         score, heads = det.score_samples_and_tasks(_as_tensor(_get_images(ref)))
         scores[name] = (np.asarray(score, np.float64), {h: np.asarray(v, np.float64) for h, v in heads.items()})
+        set_seconds[name] = time.perf_counter() - t1
     return {"detector": det.to_bytes(), "scores": scores, "history": history, "starts": starts, "world_size": world,
             "calibrate_seconds": calibrate_seconds, "score_seconds": time.perf_counter() - t0 - calibrate_seconds,
-            "device": str(det.device_)}
+            "set_seconds": set_seconds, "device": str(det.device_)}
 
 
 def train_loop_per_worker(cfg: dict) -> dict | None:

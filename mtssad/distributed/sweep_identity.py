@@ -5,7 +5,8 @@ settings to the unfinished trials: resumed with another --max-train, --seed or -
 sweep's rows would be silently selected against another's. `run_sweep` writes
 {storage}/{name}-identity.json when it creates an experiment and, on resume, refuses when the
 command's identity differs (naming each difference). What may change on resume: where and how
-it runs (workers, GPUs, CPUs per trial, storage credentials), never what is trained or scored.
+it runs (workers, GPUs, CPUs per trial, the data's mount point, the order of --grid-search or
+--methods), never what is trained or scored.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ def sweep_identity(dataset, tasks: list[dict], settings, *, val_fraction: float)
     from ..protocols import data_identity
 
     s = settings
-    ident = {"data": data_identity(dataset, val_fraction=val_fraction), "tasks": tasks,
-             "params": {k: v for k, v in s.params.items() if k not in ("device", "progress")},
-             "seed": s.seed, "val_anomaly_ratio": s.val_anomaly_ratio, "val_max_anomalies": s.val_max_anomalies,
-             "score_all_test": s.score_all_test}
+    data = {k: v for k, v in data_identity(dataset, val_fraction=val_fraction).items() if k != "root"}  # mount point
+    tasks = sorted(({**t, "configs": sorted(t["configs"], key=lambda c: json.dumps(c, sort_keys=True))} for t in tasks),
+                   key=lambda t: (str(t["normal_class"]), t["method"]))
+    ident = {"data": data, "tasks": tasks, "params": {k: v for k, v in s.params.items() if k not in ("device", "progress")},
+             "seed": s.seed, "val_anomaly_ratio": s.val_anomaly_ratio, "val_max_anomalies": s.val_max_anomalies}
     return json.loads(json.dumps(ident, sort_keys=True, default=str))  # tuples -> lists, as it reads back
 
 
@@ -38,10 +40,12 @@ def save_identity(storage: str, name: str, identity: dict) -> str:
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """'key: stored -> now' for every leaf that differs (dicts compared key by key)."""
+    """'key: stored -> now' for every leaf that differs (dicts key by key, equal-length lists item by item)."""
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            a, b = dict(enumerate(a)), dict(enumerate(b))
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{prefix}{k}.")
         elif a != b:
@@ -51,7 +55,10 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def check_resume_identity(storage: str, name: str, identity: dict) -> bool:
-    """Raise ValueError when the stored identity differs from this command's; False when none is stored."""
+    """Raise ValueError when the stored identity differs from this command's; False when none is stored.
+
+    run_sweep refuses a resume without one too (a sweep from before the check): it cannot be checked.
+    """
     import pyarrow.fs as pafs
 
     uri = identity_uri(storage, name)

@@ -127,14 +127,13 @@ def config_id(row_or_cfg: dict) -> tuple:
 
 
 def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel):
-    """Fit one config: (fitted detector, scores or None).
+    """Fit one config: (fitted detector, DDPFit or None).
 
-    In the trial's process: scores is None (the trial scores on its own device). With DDP workers
+    In the trial's process: None (the trial scores on its own device). With DDP workers
     (num_workers >= 2): rank 0 recalibrates, calibrates and scores the selection set and the test
-    split on its device (the trial reserved only driver CPUs), and scores = set name -> (score,
-    per-head scores), plus "seconds": rank 0's scoring wall time. Rank 0 scores the test split
-    for every config, since which config becomes the best is known only after validation: one
-    more pass per config, on the workers' device.
+    split on its device (the trial reserved only driver CPUs); the DDPFit holds those scores and
+    their seconds per set. Rank 0 scores the test split for every config, since which config
+    becomes the best is known only after validation: one more pass per config, on the workers' device.
     """
     from ..methods import METHODS
     from .train import fit_ddp
@@ -147,7 +146,7 @@ def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel):
         controller_failure_limit=s.controller_failure_limit, X_val=d.X_val, y_val=d.y_val,
         score_sets={"selection": X_sel, "test": d.X_test},
     )
-    return out.detector, {**{k: (out.scores[k], out.head_scores[k]) for k in out.scores}, "seconds": out.score_seconds}
+    return out.detector, out
 
 
 def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, *, device: str, trial_id: str,
@@ -193,8 +192,11 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
         det, scored = _fit(det, method, d, s, name=f"train-{trial_id}-{cfg['grid']}-k{cfg['k']}", X_sel=X_sel)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        val_auroc = auroc(y_sel, (scored["selection"] if scored else score_with_heads(det, X_sel))[0])
+        val_auroc = auroc(y_sel, scored.scores["selection"] if scored else score_with_heads(det, X_sel)[0])
         val_s = time.perf_counter() - t1
+        if scored:  # rank 0 scored both sets inside the Ray run: count them as scoring, not training
+            val_s += scored.set_seconds.get("selection", 0.0)
+            fit_s -= sum(scored.set_seconds.values())
         row = describe_config(method, params, det)
         row.update(dataset=ds.name, normal_class=ds.class_names[c], seed=s.seed, split="test", data=data,
                    n_train=len(d.X_fit), n_val=len(y_sel), n_val_anomalies=int((y_sel == 0).sum()),
@@ -210,8 +212,9 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
             if scored is None:
                 test_row, scores = score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
             else:
-                test_row, scores = metrics_of_scores(det, *scored["test"], d.is_normal_test, labels_test=ds.test_labels,
-                                                     score_seconds=scored["seconds"])  # both sets, on rank 0
+                test_row, scores = metrics_of_scores(det, scored.scores["test"], scored.head_scores["test"],
+                                                     d.is_normal_test, labels_test=ds.test_labels,
+                                                     score_seconds=scored.set_seconds.get("test", 0.0))
             row.update(test_row, test_scored=True)
             if new_best:
                 best = val_auroc

@@ -182,6 +182,7 @@ class DDPFit:
     train_seconds: float = 0.0  # wall time of the Ray run (worker start, training, rank-0 calibration and scoring)
     calibrate_seconds: float = 0.0  # rank 0's BatchNorm recalibration + calibration
     score_seconds: float = 0.0  # rank 0's scoring of the score sets
+    set_seconds: dict = field(default_factory=dict)  # score set name -> rank 0's seconds scoring it
     device: str = ""  # where rank 0 calibrated and scored (cuda:0, cpu)
 
 
@@ -288,7 +289,8 @@ def fit_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool = False, res
                        "world_size": out["world_size"], "starts": list(out["starts"])}
     return DDPFit(detector=fitted, scores={k: v[0] for k, v in out["scores"].items()},
                   head_scores={k: v[1] for k, v in out["scores"].items()}, train_seconds=train_seconds,
-                  calibrate_seconds=out["calibrate_seconds"], score_seconds=out["score_seconds"], device=out["device"])
+                  calibrate_seconds=out["calibrate_seconds"], score_seconds=out["score_seconds"],
+                  set_seconds=out.get("set_seconds", {}), device=out["device"])
 
 
 def train_detector_ddp(X_train, config, **kwargs):

@@ -125,8 +125,10 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
             raise ValueError(f"a sweep already exists at {exp}: pass --resume (resume=True in Python) to finish it, "
                              "or another --experiment-name (name=)")
         if not check_resume_identity(storage, name, identity):
-            log.warning("sweep %s has no stored identity (started by an older mtssad): resuming without checking "
-                        "that its data and settings match this command's", name)
+            raise ValueError(f"the sweep '{name}' at {exp} has no {name}-identity.json (started by an mtssad from "
+                             "before resumes were checked), so resuming could mix its rows with other data or "
+                             "settings (e.g. its old step budget) unnoticed; start a new sweep with another "
+                             "--experiment-name")
         tuner = ray.tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         save_identity(storage, name, identity)
