@@ -167,7 +167,8 @@ def ablation_table(frame: pd.DataFrame, methods, *, dataset: str) -> tuple[str, 
         for m in partial:
             both = everything[["ours", m] + ([ref] if ref else [])].dropna() * 100
             diff = both["ours"] - both[m]
-            line = (f"| {m} | {len(both)} ({', '.join(f'{c}/s{s}' for c, s in both.index)}) | "
+            names = [f"{c}/s{s}" for c, s in both.index]
+            line = (f"| {m} | {len(both)} ({', '.join(names[:6])}{' ...' if len(names) > 6 else ''}) | "
                     f"{both['ours'].mean():.1f} | {both[m].mean():.1f} | {diff.mean():+.1f} | "
                     f"{int((diff > 0).sum())}/{len(both)} |")
             summary["paired"][m] = {"pairs": len(both), "ours": float(both["ours"].mean()), "method": float(both[m].mean()),
