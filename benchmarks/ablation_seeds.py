@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mtssad.cli import main as mtssad_main
+from mtssad.distributed.selection import TIE
 from mtssad.results import ResultsStore
 
 HERE = Path(__file__).resolve().parent
@@ -110,7 +111,8 @@ def chosen_on_validation(frame: pd.DataFrame, alternatives: list[str]) -> pd.Dat
     for _, g in pool.groupby(["dataset", "normal_class", "seed", "data"], dropna=False):
         if g["method"].nunique() < 2 or "ours" not in set(g["method"]):
             continue
-        best = g.sort_values(["val_auroc", "_rank"], ascending=[False, True]).iloc[0]
+        top = g["val_auroc"].max()
+        best = g[g["val_auroc"] >= top - TIE].sort_values("_rank").iloc[0]  # float-level ties keep the first
         out.append(best.drop("_rank").to_dict() | {"method": "ours[val]", "chosen": best["method"],
                                                    "train_seconds": g["train_seconds"].sum(),
                                                    "score_seconds": g["score_seconds"].sum()})

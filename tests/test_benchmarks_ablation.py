@@ -60,7 +60,7 @@ def test_config_chosen_on_validation_never_reads_test_auroc():
     ours = _rows("ours", [0.9, 0.6], 0, classes="ab")
     alt = _rows("ours[k12]", [0.5, 0.8], 0, classes="ab")
     ours[0]["val_auroc"], alt[0]["val_auroc"] = 0.7, 0.8  # class a: the alternative wins on validation (worse on test)
-    ours[1]["val_auroc"], alt[1]["val_auroc"] = 0.8, 0.8  # class b: a tie keeps ours
+    ours[1]["val_auroc"], alt[1]["val_auroc"] = 0.6848, 0.6848000000000001  # class b: a float-level tie keeps ours
     chosen = ablation.chosen_on_validation(pd.DataFrame(ours + alt), ["ours[k12]"])
     assert list(chosen["chosen"]) == ["ours[k12]", "ours"] and list(chosen["auroc"]) == [0.5, 0.6]
     assert set(chosen["method"]) == {"ours[val]"} and list(chosen["train_seconds"]) == [20.0, 20.0]

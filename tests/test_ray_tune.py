@@ -42,6 +42,10 @@ def test_select_by_validation_marks_the_best_config_per_class_and_method():
             for c, g, v in [("a", "2x2", 0.7), ("a", "3x3", 0.9), ("b", "2x2", 0.6), ("b", "3x3", float("nan"))]]
     out = select_by_validation(rows)
     assert [r["selected"] for r in out] == [False, True, True, False]
+    # the same AUROC summed in another order (0.6848 vs 0.6848000000000001, seen in the glyphs ablation) is a tie
+    tie = [dict(dataset="d", normal_class="a", method="ours", k=k, val_auroc=v) for k, v in [(3, 0.6848),
+                                                                                        (12, 0.6848000000000001)]]
+    assert [r["selected"] for r in select_by_validation(tie)] == [True, False]
 
 
 def test_selection_set_takes_more_anomalies_from_other_classes_training_images():

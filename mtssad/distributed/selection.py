@@ -48,18 +48,20 @@ def selection_set(train_images: np.ndarray, train_labels: np.ndarray, normal_cla
     return X_sel, y_sel
 
 
+TIE = 1e-9  # AUROCs closer than this are equal: one rank statistic summed in another order differs in the last bit
+
+
 def select_by_validation(rows: list[dict], by=("dataset", "normal_class", "method")) -> list[dict]:
     """Set `selected` on each row: True for the best val_auroc in its group (first wins ties; NaN never)."""
     best: dict[tuple, int] = {}
     for i, r in enumerate(rows):
-        v = r.get("val_auroc", float("nan"))
         key = tuple(r.get(b) for b in by)
-        if v == v and (key not in best or v > rows[best[key]]["val_auroc"]):
+        if is_better(r.get("val_auroc", float("nan")), rows[best[key]]["val_auroc"] if key in best else None):
             best[key] = i
     chosen = set(best.values())
     return [{**r, "selected": i in chosen} for i, r in enumerate(rows)]
 
 
 def is_better(val_auroc: float, best: float | None) -> bool:
-    """The in-trial rule of `select_by_validation`: strictly better (first wins ties), NaN never."""
-    return val_auroc == val_auroc and (best is None or val_auroc > best)
+    """The rule of `select_by_validation` and the class trials: better by more than TIE (first wins ties), NaN never."""
+    return val_auroc == val_auroc and (best is None or val_auroc > best + TIE)
