@@ -19,6 +19,8 @@ ALL_TASKS = GEOMETRIC_TASKS + ("jigsaw",)
 TASK_ALIASES = {"geometric": GEOMETRIC_TASKS, "ours": ALL_TASKS, "all": ALL_TASKS}
 SCORE_NORMS = ("none", "mean", "standardize")
 HEAD_SELECTIONS = ("all", "diagnostic")
+STOPPING_RULES = ("none", "val_auroc", "val_loss")
+AMP_DTYPES = ("auto", "bfloat16", "float16")
 _BACKBONE_RE = re.compile(r"^wrn-(\d+)-(\d+)$")
 
 
@@ -76,6 +78,9 @@ class DetectorConfig:
     dropout: float = 0.3  # dropout before each dense head, as in the paper
     epochs: int = 15  # passes over the normal training images (at least; see min_steps)
     min_steps: int = 300  # optimizer steps a fit never goes below: a ~100-image class gets 4 steps an epoch, so whole epochs are added until this many steps
+    early_stopping: str = "none"  # "val_auroc" / "val_loss": stop when held-out AUROC (labelled X_val) / held-out normals' self-supervised loss stops improving, keep the best weights; the planned steps are the most a fit trains
+    eval_every: int = 25  # optimizer steps between early-stopping measurements (rounded up to whole epochs)
+    patience: int = 4  # measurements without improvement before early stopping ends a fit
     batch_size: int = 32  # original images per step (each expanded to all its variants)
     lr: float = 0.1  # initial SGD learning rate, cosine-annealed to 0
     momentum: float = 0.9  # Nesterov momentum
@@ -89,7 +94,8 @@ class DetectorConfig:
     score_batch_size: int = 256  # original images per scoring batch; bounds memory, not results
     seed: int = 0  # seeds torch, numpy, permutations, jigsaw offsets and shuffling
     device: str = "auto"  # "auto" = cuda if available else cpu
-    amp: bool = False  # bfloat16/float16 autocast on GPU; ignored on CPU
+    amp: bool = False  # mixed-precision autocast on GPU (see amp_dtype); ignored on CPU
+    amp_dtype: str = "auto"  # "auto" = bfloat16 where the GPU has it, else float16; float16 always trains with a GradScaler
     channels_last: bool = True  # NHWC layout: oneDNN convolutions 1.2-1.6x faster on CPU (benchmarks/profile_hot_paths.py); same results up to float rounding, which depends more on the thread count than NCHW's
     progress: bool = True  # tqdm bar with the loss during fit
 
@@ -117,7 +123,8 @@ class DetectorConfig:
         if not (0 < self.shift < 0.5):
             raise ValueError(f"shift must be a fraction of the side in (0, 0.5); got {self.shift}")
         parse_backbone(self.backbone)
-        for name, lo in (("epochs", 1), ("min_steps", 0), ("batch_size", 1), ("score_batch_size", 1)):
+        for name, lo in (("epochs", 1), ("min_steps", 0), ("batch_size", 1), ("score_batch_size", 1), ("eval_every", 1),
+                         ("patience", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
@@ -135,6 +142,10 @@ class DetectorConfig:
         if self.head_selection != "all" and self.score_heads is not None:
             raise ValueError(f"choose the scored heads one way: score_heads={list(self.score_heads)} "
                              f"or head_selection={self.head_selection!r}, not both")
+        if self.early_stopping not in STOPPING_RULES:
+            raise ValueError(f"early_stopping must be one of {STOPPING_RULES}; got {self.early_stopping!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {AMP_DTYPES}; got {self.amp_dtype!r}")
         if not (0 < self.contamination < 0.5):
             raise ValueError(f"contamination must be in (0, 0.5); got {self.contamination}")
         if not (0 <= self.calibration_fraction < 1):

@@ -105,10 +105,11 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     """
 
     def __init__(self, *, tasks=ALL_TASKS, grid=(3, 3), k=3, margin=2, shift=0.25, backbone="wrn-16-4",
-                 dropout=0.3, epochs=15, min_steps=300, batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                 dropout=0.3, epochs=15, min_steps=300, early_stopping="none", eval_every=25, patience=4,
+                 batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
                  bn_recalibration=True, score_norm="none", score_heads=None, head_selection="all",
                  contamination=0.05, calibration_fraction=0.2, score_batch_size=256, seed=0, device="auto",
-                 amp=False, channels_last=True, progress=True, image_shape=None):
+                 amp=False, amp_dtype="auto", channels_last=True, progress=True, image_shape=None):
         self.tasks = tasks
         self.grid = grid
         self.k = k
@@ -118,6 +119,9 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         self.dropout = dropout
         self.epochs = epochs
         self.min_steps = min_steps
+        self.early_stopping = early_stopping
+        self.eval_every = eval_every
+        self.patience = patience
         self.batch_size = batch_size
         self.lr = lr
         self.momentum = momentum
@@ -132,6 +136,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         self.seed = seed
         self.device = device
         self.amp = amp
+        self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.progress = progress
         self.image_shape = image_shape
@@ -193,12 +198,15 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         return jig[0].permutations if jig else None
 
     # ---- fitting ------------------------------------------------------------------------------
-    def fit(self, X, y=None, *, X_val=None, y_val=None):
+    def fit(self, X, y=None, *, X_val=None, y_val=None, progress_callback=None):
         """Train on normal images X (y: ignored); return self.
 
         X_val/y_val (1 = normal, 0 = anomaly): held-out images for the per-epoch head
         diagnostic; their normals set threshold_. Without held-out normals a seeded
         `calibration_fraction` of X is held out of training to set threshold_.
+        early_stopping="val_auroc" measures on X_val/y_val (normals and anomalies), "val_loss" on
+        the held-out normals (X_val's, else the calibration images).
+        progress_callback(steps_done, steps_planned): called after every epoch (a sweep's progress).
         """
         config = self.config  # validates the parameters (scikit-learn: at fit, not in __init__)
         X = self._check_X(X, fitting=True)
@@ -209,16 +217,57 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
             y_val = check_labels(y_val, len(X_val), name="y_val")
         self._check_selection_data(y_val)
         X, X_cal = self.hold_out_calibration(X, y_val)
+        self._check_stopping_data(X_val, y_val, X_cal)
         generator = seed_everything(config.seed)
         self.init_model(tuple(X.shape[1:]))
         t0 = time.perf_counter()
         on_epoch = None
         if X_val is not None:
-            on_epoch = lambda epoch, stats: stats.update(self._validation_accuracy(X_val, y_val))  # noqa: E731
+            on_epoch = lambda epoch, stats: stats.update(self.validation_accuracy(X_val, y_val))  # noqa: E731
+        stopper = self.early_stopper(X, X_val=X_val, y_val=y_val, X_calibration=X_cal)
         self.history_ = fit_epochs(self.model_, self.plan_, X, self.config_, device=self.device_,
-                                   generator=generator, on_epoch=on_epoch)
+                                   generator=generator, on_epoch=on_epoch, stopper=stopper,
+                                   progress_callback=progress_callback)
+        self.record_steps(self.history_, stopper)
         self.train_seconds_ = time.perf_counter() - t0
         return self.calibrate(X, X_val=X_val, y_val=y_val, X_calibration=X_cal)
+
+    def _check_stopping_data(self, X_val, y_val, X_cal) -> None:
+        """Fail before training when early_stopping has nothing held out to measure on."""
+        rule = self.config.early_stopping
+        y = None if y_val is None else np.asarray(y_val).astype(bool)
+        if rule == "val_auroc" and (X_val is None or y is None or y.all() or not y.any()):
+            got = "no X_val" if X_val is None else f"{int(y.sum())} normal and {int((~y).sum())} anomalous images"
+            raise ValueError('early_stopping="val_auroc" needs labelled held-out images: pass X_val and y_val with '
+                             f'normal (1) and anomalous (0) images; got {got}. early_stopping="val_loss" needs '
+                             "normal images only")
+        if rule == "val_loss" and (y is None or not y.any()) and X_cal is None:
+            raise ValueError('early_stopping="val_loss" needs held-out normal images: pass X_val/y_val with normals '
+                             "(1), or keep calibration_fraction > 0; got neither")
+
+    def early_stopper(self, X: torch.Tensor, *, X_val=None, y_val=None, X_calibration=None):
+        """The `mtssad.stopping.EarlyStopping` of `config_.early_stopping` for model_ (None for "none").
+
+        X: the training images (BatchNorm is recomputed on them before each measurement);
+        the held-out normals are X_val's normals, else X_calibration. Used by fit and by DDP rank 0.
+        """
+        from .stopping import EarlyStopping, held_out_metrics
+
+        c = self.config_
+        if c.early_stopping == "none":
+            return None
+        normals = X_calibration
+        if y_val is not None and np.asarray(y_val).astype(bool).any():
+            normals = X_val[torch.from_numpy(np.asarray(y_val).astype(bool))]
+        measure = held_out_metrics(self.model_, self.plan_, device=self.device_, X_train=X, normals=normals,
+                                   X_val=X_val if c.early_stopping == "val_auroc" else None, y_val=y_val,
+                                   heads=c.heads_for_score, batch_size=c.score_batch_size)
+        return EarlyStopping(measure, monitor=c.early_stopping, every=c.eval_every, patience=c.patience)
+
+    def record_steps(self, history: list, stopper=None) -> None:
+        """steps_trained_ (optimizer steps run) and best_step_ (the steps of the weights kept) after training."""
+        self.steps_trained_ = int(history[-1]["steps"]) if history else 0
+        self.best_step_ = int(stopper.best_step) if stopper is not None and stopper.best_step else self.steps_trained_
 
     def hold_out_calibration(self, X: torch.Tensor, y_val=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(images to train on, held-out calibration normals or None) per `calibration_fraction`.
@@ -244,7 +293,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         if len(X) < 2:
             raise ValueError(f"fit needs at least 2 normal images (BatchNorm); got {len(X)}")
 
-    def _validation_accuracy(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
+    def validation_accuracy(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
         """Per-head accuracy on held-out normal and anomalous images (the task-suitability diagnostic)."""
         acc = score_images(self.model_, self.plan_, X_val, device=self.device_,
                            batch_size=self.config_.score_batch_size, amp=self.config_.amp, reduce=head_accuracy)
@@ -314,7 +363,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         Earlier epochs keep their running-statistics values (one recalibration per epoch would
         cost a pass over the training variants each).
         """
-        acc = self._validation_accuracy(X_val, y_val)
+        acc = self.validation_accuracy(X_val, y_val)
         history = getattr(self, "history_", None)
         if history:
             last = history[-1]
@@ -328,7 +377,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     def _head_verdicts(self, X_val: torch.Tensor, y_val: np.ndarray, acc: dict | None = None) -> dict[str, str]:
         """head -> task-suitability verdict on the held-out data, with the final (recalibrated) network."""
         if acc is None:
-            acc = self._validation_accuracy(X_val, y_val)
+            acc = self.validation_accuracy(X_val, y_val)
         return {h.name: head_verdict(acc.get(f"acc_val_normal/{h.name}"), acc.get(f"acc_val_anomaly/{h.name}"),
                                      h.num_classes) for h in self.plan_.heads}
 
@@ -407,6 +456,8 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
             "n_threshold_images": getattr(self, "n_threshold_images_", None),
             "history": getattr(self, "history_", []),
             "train_seconds": getattr(self, "train_seconds_", None),
+            "steps_trained": getattr(self, "steps_trained_", None),
+            "best_step": getattr(self, "best_step_", None),
         }
 
     def _estimator_params(self) -> dict:
@@ -489,6 +540,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         det.n_threshold_images_ = fitted.get("n_threshold_images")
         det.history_ = fitted.get("history", [])
         det.train_seconds_ = fitted.get("train_seconds")
+        det.steps_trained_, det.best_step_ = fitted.get("steps_trained"), fitted.get("best_step")
         det._load_extra_tensors({k: v.to(det.device_) for k, v in payload["extra"].items()})
         return det
 

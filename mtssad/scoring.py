@@ -26,7 +26,9 @@ def variant_probs(model, plan: Plan, x: torch.Tensor, *, amp: bool = False) -> d
     """Model-ready (N, C, H, W) -> head -> softmax probabilities (V, N, m) over all variants, eval offsets."""
     n = x.shape[0]
     xv = plan.make(x, train=False)  # (V*N, C, H, W)
-    with torch.autocast(device_type=x.device.type, enabled=amp and x.device.type == "cuda"):
+    cuda = x.device.type == "cuda"
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16  # inference: no scaler needed
+    with torch.autocast(device_type=x.device.type, dtype=dtype, enabled=amp and cuda):
         logits = model(xv)
     return {h: lg.float().softmax(dim=1).view(plan.num_variants, n, -1) for h, lg in logits.items()}
 

@@ -1,7 +1,9 @@
 """Training of a multi-head network on a transform plan (eq. 7).
 
-`train_step` is the unit both the local loop (`fit_epochs`) and the Ray Train
-worker (`mtssad.distributed.train`) call, so the two paths compute the same thing.
+`run_epochs` is the one epoch loop: the local fit (`fit_epochs`) and every Ray Train
+DDP rank (`mtssad.distributed.ddp_worker`) call it, with rank, world size, an
+all-reduce and an end-of-epoch hook as arguments, so a change to training (the
+step budget, early stopping, precision) is made once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -36,10 +39,11 @@ def to_model_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch.float().mul(2.0).sub_(1.0)
 
 
-def make_optimizer(model: nn.Module, config: DetectorConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: DetectorConfig, *, fused: bool = False) -> torch.optim.Optimizer:
+    """Nesterov SGD. fused=True (CUDA): one kernel for the update, and GradScaler's inf check without a host sync."""
     return torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-        weight_decay=config.weight_decay,
+        weight_decay=config.weight_decay, **({"fused": True} if fused else {}),
     )
 
 
@@ -53,42 +57,68 @@ def plan_loss(logits: dict[str, torch.Tensor], plan: Plan, n_images: int):
     """Eq. 7: sum over heads and their labelled variants of the cross-entropy, averaged over images
     (times plan.loss_weight: composed baselines average over their compositions).
 
-    logits[h]: (V*N, m_h). Returns (loss, correct[h], counted[h]) with the counts as ints.
+    logits[h]: (V*N, m_h). Returns (loss, correct[h], counted[h]): `correct` as 0-dim tensors on the
+    logits' device (summed there, read once an epoch), `counted` as ints known without the device.
+    Selecting the labelled variants by a cached index (no boolean mask) keeps the host out of the step.
     """
-    labels = plan.labels.to(next(iter(logits.values())).device)  # (V, H)
+    device = next(iter(logits.values())).device
     loss = 0.0
     correct, counted = {}, {}
     for i, head in enumerate(plan.heads):
-        y = labels[:, i].repeat_interleave(n_images)  # (V*N,) variant-major like the batch
-        mask = y >= 0
-        lg = logits[head.name][mask].float()
-        yy = y[mask]
+        keep, y = plan.head_targets(i, device)  # (V_h,) variant indices, (V_h,) their labels
+        lg = logits[head.name].view(plan.num_variants, n_images, -1)[keep].flatten(0, 1).float()  # (V_h*N, m)
+        yy = y.repeat_interleave(n_images)  # (V_h*N,) variant-major like the batch
         loss = loss + F.cross_entropy(lg, yy, reduction="sum") * (plan.loss_weight / n_images)
-        correct[head.name] = int((lg.argmax(1) == yy).sum())
-        counted[head.name] = int(mask.sum())
+        correct[head.name] = (lg.argmax(1) == yy).sum()
+        counted[head.name] = int(keep.numel()) * n_images
     return loss, correct, counted
 
 
+def amp_dtype(config: DetectorConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training/scoring pass, or None for float32.
+
+    amp applies on CUDA only: bfloat16 where the GPU supports it (no loss scaling needed), else
+    float16, which `train_step` pairs with a GradScaler (small float16 gradients underflow to zero).
+    """
+    if not config.amp or device.type != "cuda":
+        return None
+    if config.amp_dtype == "float16" or (config.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
 def train_step(model: nn.Module, plan: Plan, images: torch.Tensor, optimizer: torch.optim.Optimizer, *,
-               device: torch.device, generator: torch.Generator | None = None, amp: bool = False):
-    """One SGD step on a batch of original images (uint8 or [0, 1] float, (N, C, H, W))."""
+               device: torch.device, generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
+               scaler: "torch.amp.GradScaler | None" = None):
+    """One SGD step on a batch of original images (uint8 or [0, 1] float, (N, C, H, W)).
+
+    Returns (loss, correct, counted) with loss and correct as tensors on `device`: nothing here
+    waits for the device (no .item(), no boolean masks), so a GPU runs ahead of the host.
+    dtype: the autocast dtype (`amp_dtype`); float16 needs `scaler`.
+    """
     model.train()
     x = to_model_input(images, device)  # (N, C, H, W)
     xv = plan.make(x, train=True, generator=generator)  # (V*N, C, H, W)
-    with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+    with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = model(xv)
     loss, correct, counted = plan_loss(logits, plan, x.shape[0])
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach()), correct, counted
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), correct, counted
 
 
-def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled index batches; a last batch of one image is folded into the previous (BatchNorm needs > 1)."""
+def batch_order(n: int, batch_size: int, generator: torch.Generator, world_size: int = 1) -> list[torch.Tensor]:
+    """Shuffled index batches; a last batch of one image (fewer than world_size with DDP) is folded into the previous
+    (BatchNorm needs > 1 image, and every DDP rank needs a share)."""
     order = torch.randperm(n, generator=generator)
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches) > 1 and len(batches[-1]) < max(2, world_size):
         batches[-2] = torch.cat(batches[-2:])
         batches.pop()
     return batches
@@ -112,56 +142,131 @@ def planned_epochs(steps_per_epoch: int, config: DetectorConfig) -> int:
 
     A digits class of ~100 images gets 4 steps an epoch: 3 epochs would be 12 SGD steps where the
     paper's classes get thousands. Big classes are unaffected (their epochs already exceed min_steps).
+    Early stopping (`mtssad.stopping`) may end a fit before this many epochs; never after.
     """
     return max(config.epochs, math.ceil(config.min_steps / max(1, steps_per_epoch)))
 
 
-def run_epoch(model, plan, images: torch.Tensor, optimizer, scheduler, *, batch_size: int, device: torch.device,
-              generator: torch.Generator, amp: bool = False, bar=None) -> dict:
-    """One pass over `images`; returns mean loss and per-head training accuracy."""
-    total_loss, n_seen = 0.0, 0
-    correct: dict[str, int] = {}
-    counted: dict[str, int] = {}
-    for idx in batch_order(len(images), batch_size, generator):
-        loss, c, k = train_step(model, plan, images[idx], optimizer, device=device, generator=generator, amp=amp)
-        scheduler.step()
-        total_loss += loss * len(idx)
-        n_seen += len(idx)
-        for h in c:
-            correct[h] = correct.get(h, 0) + c[h]
-            counted[h] = counted.get(h, 0) + k[h]
-        if bar is not None:
-            bar.update(len(idx))
-            bar.set_postfix(loss=f"{loss:.3f}")
-    out = {"loss": total_loss / max(1, n_seen)}
-    out.update({f"acc_train/{h}": correct[h] / max(1, counted[h]) for h in correct})
-    return out
+@dataclass
+class Training:
+    """What one fit's loop carries from epoch to epoch (and what a DDP checkpoint saves and restores)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps_per_epoch: int  # global batches an epoch (the same on every DDP rank)
+    epochs: int  # planned epochs (`planned_epochs`); early stopping may end sooner
+    scaler: "torch.amp.GradScaler | None" = None  # float16 autocast only
+    dtype: torch.dtype | None = None  # autocast dtype, None = float32
+    start_epoch: int = 0  # > 0 when resumed from a checkpoint
+    history: list = field(default_factory=list)  # one stats dict per finished epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
 
 
-def fit_epochs(model, plan, images: torch.Tensor, config: DetectorConfig, *, device: torch.device,
-               generator: torch.Generator, on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """The local training loop: `planned_epochs` epochs, cosine lr over the real total steps, tqdm, history per epoch.
+def prepare_training(model: nn.Module, config: DetectorConfig, n_images: int, device: torch.device,
+                     world_size: int = 1) -> Training:
+    """Optimizer, cosine schedule over the planned steps, precision, and cuDNN autotuning for a fit of n_images."""
+    dtype = amp_dtype(config, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels once
+    optimizer = make_optimizer(model, config, fused=device.type == "cuda")
+    steps = len(batch_order(n_images, config.batch_size, torch.Generator().manual_seed(0), world_size))
+    epochs = planned_epochs(steps, config)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return Training(optimizer, make_scheduler(optimizer, steps * epochs), steps, epochs, scaler, dtype)
 
-    on_epoch(epoch, stats) adds the held-out diagnostic on `diagnostic_epoch`s (at most DIAGNOSTIC_POINTS).
+
+def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, training: Training, *,
+               device: torch.device, order_generator: torch.Generator,
+               aug_generator: Callable[[int], torch.Generator] | None = None, rank: int = 0, world_size: int = 1,
+               all_reduce: Callable[[list[float]], list[float]] | None = None,
+               on_diagnostic: Callable[[int, dict], None] | None = None, stopper=None,
+               end_of_epoch: Callable[[int, dict, bool], None] | None = None,
+               progress_callback: Callable[[int, int], None] | None = None) -> list[dict]:
+    """The one epoch loop of every fit: local (`fit_epochs`) and each Ray Train DDP rank (ddp_worker).
+
+    images: (N, C, H, W) training images; moved to `device` once. Each epoch takes the global batches
+    of `batch_order` (from `order_generator`, the same on every rank) and trains on this rank's share
+    `idx[rank::world_size]`. Loss and accuracy counts are summed on the device and read once an epoch
+    (with `all_reduce` summing them across ranks). Then, in order:
+      on_diagnostic(epoch, stats)  the held-out task diagnostic, on `diagnostic_epoch`s (rank 0);
+      stopper                      early stopping (`mtssad.stopping.EarlyStopping`) when due: measured on
+                                   rank 0, its stop decision summed through `all_reduce` so every rank stops
+                                   at the same epoch;
+      end_of_epoch(epoch, stats, last)  e.g. DDP's report and checkpoint (a barrier on every rank);
+      progress_callback(steps_done, steps_planned)  e.g. a sweep's progress board.
+    aug_generator(epoch): the generator of the jigsaw offsets (default: `order_generator`, the local loop's
+    use; DDP ranks derive one per rank and epoch). Returns training.history (also kept on `training`).
     """
     from tqdm.auto import tqdm
 
-    optimizer = make_optimizer(model, config)
-    steps = len(batch_order(len(images), config.batch_size, torch.Generator().manual_seed(0)))
-    epochs = planned_epochs(steps, config)
-    scheduler = make_scheduler(optimizer, steps * epochs)
-    history = []
-    for epoch in range(epochs):
+    images = images.to(device)  # once: no host-to-device copy per step
+    reduce = all_reduce or (lambda values: values)
+    heads = [h.name for h in plan.heads]
+    history = training.history
+    for epoch in range(training.start_epoch, training.epochs):
         t0 = time.perf_counter()
-        with tqdm(total=len(images), desc=f"epoch {epoch + 1}/{epochs}", unit="img",
-                  disable=not config.progress, leave=False) as bar:
-            stats = run_epoch(model, plan, images, optimizer, scheduler, batch_size=config.batch_size,
-                              device=device, generator=generator, amp=config.amp, bar=bar)
-        stats.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
-        if on_epoch is not None and diagnostic_epoch(epoch, epochs):
-            on_epoch(epoch, stats)
+        gen = aug_generator(epoch) if aug_generator is not None else order_generator
+        batches = batch_order(len(images), config.batch_size, order_generator, world_size)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros(len(heads), dtype=torch.float64, device=device)
+        counted = [0] * len(heads)
+        n_seen = 0
+        with tqdm(total=len(images), desc=f"epoch {epoch + 1}/{training.epochs}", unit="img",
+                  disable=not config.progress or rank != 0, leave=False) as bar:
+            for idx in batches:
+                local = idx[rank::world_size].to(device, non_blocking=True)  # this rank's share of the global batch
+                loss, c, k = train_step(model, plan, images[local], training.optimizer, device=device, generator=gen,
+                                        dtype=training.dtype, scaler=training.scaler)
+                training.scheduler.step()
+                loss_sum += loss.double() * len(local)  # float64 sums, as the host's float() sums were
+                correct += torch.stack([c[h] for h in heads])
+                counted = [a + k[h] for a, h in zip(counted, heads)]
+                n_seen += len(local)
+                bar.update(len(idx))
+            totals = reduce([float(loss_sum), float(n_seen)] + correct.tolist() + [float(v) for v in counted])
+            bar.set_postfix(loss=f"{totals[0] / max(1.0, totals[1]):.3f}")
+        stats = {"loss": totals[0] / max(1.0, totals[1])}
+        stats.update({f"acc_train/{h}": totals[2 + i] / max(1.0, totals[2 + len(heads) + i]) for i, h in enumerate(heads)})
+        stats.update(epoch=epoch, lr=training.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
+                     steps=(epoch + 1) * training.steps_per_epoch)
+        if on_diagnostic is not None and rank == 0 and diagnostic_epoch(epoch, training.epochs):
+            on_diagnostic(epoch, stats)
+        stop = False
+        if stopper is not None and stopper.due(stats["steps"], last=epoch == training.epochs - 1):
+            stop = rank == 0 and stopper.update(stats["steps"], model, stats)
+            stop = reduce([float(stop)])[0] > 0 if world_size > 1 else stop
         history.append(stats)
+        last = stop or epoch == training.epochs - 1
+        if end_of_epoch is not None:
+            end_of_epoch(epoch, stats, last)
+        if progress_callback is not None:
+            progress_callback(stats["steps"], training.total_steps)
+        if stop:
+            break
+    if stopper is not None and rank == 0:
+        stopper.restore_best(model)
     return history
+
+
+def fit_epochs(model, plan, images: torch.Tensor, config: DetectorConfig, *, device: torch.device,
+               generator: torch.Generator, on_epoch: Callable[[int, dict], None] | None = None, stopper=None,
+               progress_callback: Callable[[int, int], None] | None = None) -> list[dict]:
+    """The local training loop: `planned_epochs` epochs (or fewer, stopped early), cosine lr over the planned
+    steps, tqdm, history per epoch. on_epoch(epoch, stats) adds the held-out diagnostic on `diagnostic_epoch`s.
+
+    On CUDA the jigsaw offsets come from a CUDA generator seeded from `config.seed` (no per-step copy from
+    CPU memory); on CPU from `generator`, as before, so CPU results do not depend on this choice.
+    """
+    training = prepare_training(model, config, len(images), device)
+    aug = None
+    if device.type == "cuda":
+        cuda_gen = torch.Generator(device=device).manual_seed(config.seed)
+        aug = lambda epoch: cuda_gen  # noqa: E731
+    return run_epochs(model, plan, images, config, training, device=device, order_generator=generator,
+                      aug_generator=aug, on_diagnostic=on_epoch, stopper=stopper, progress_callback=progress_callback)
 
 
 @torch.no_grad()

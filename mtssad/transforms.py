@@ -144,6 +144,17 @@ class Jigsaw(Task):
         self._within = (u * W + v).flatten(1)  # (1, ph*pw)
         self._W = W
 
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(permutations, cell origins, within-patch offsets, target indices) on `device`, copied there once."""
+        cache = self.__dict__.setdefault("_on_device", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = tuple(t.to(device) for t in (self.permutations, self._cell_origin, self._within, self._target))
+        return cache[key]
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_on_device"}  # device caches are not pickled
+
     def variants(self, x, *, train=False, generator=None):
         """(N, C, H, W) -> (k - 1, N, C, H, W): the non-identity puzzles."""
         return self.all_variants(x, train=train, generator=generator)[1:]
@@ -157,16 +168,16 @@ class Jigsaw(Task):
         N, C, H, W = x.shape
         P = self.permutations.shape[1]
         dev = x.device
-        perms = self.permutations.to(dev)  # (k, P)
+        perms, cell_origin, within, target = self._constants(dev)
         if train and self.margin > 0:
             gen_dev = generator.device if generator is not None else torch.device("cpu")
             off = torch.randint(0, self.margin + 1, (2, N, P), generator=generator, device=gen_dev).to(dev)
         else:
             off = torch.full((2, N, P), self.margin // 2, device=dev)
         # Source start of each cell's patch per image: (N, P).
-        src_start = self._cell_origin.to(dev) + off[0] * W + off[1]
+        src_start = cell_origin + off[0] * W + off[1]
         # Source flat indices of patch pixels, per image and source cell: (N, P, L).
-        src = src_start.unsqueeze(-1) + self._within.to(dev)
+        src = src_start.unsqueeze(-1) + within
         # For each permutation, target cell p reads source cell perm[p]: (k, N, P, L).
         src = src[:, perms].permute(1, 0, 2, 3)
         K, L = perms.shape[0], src.shape[-1]
@@ -175,7 +186,7 @@ class Jigsaw(Task):
         vals = torch.gather(flat.unsqueeze(0).expand(K, N, C, H * W), 3, src_idx)  # (k, N, C, P*L)
         mean = flat.mean(dim=2, keepdim=True)  # (N, C, 1)
         canvas = mean.unsqueeze(0).expand(K, N, C, H * W).clone()  # (k, N, C, H*W)
-        tgt_idx = self._target.to(dev).reshape(1, 1, 1, P * L).expand(K, N, C, P * L)
+        tgt_idx = target.reshape(1, 1, 1, P * L).expand(K, N, C, P * L)
         canvas.scatter_(3, tgt_idx, vals)
         return canvas.view(K, N, C, H, W)
 
@@ -207,6 +218,21 @@ class Plan:
     @property
     def num_variants(self) -> int:
         return self.labels.shape[0]
+
+    def head_targets(self, i: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(variant indices, their labels) of head i's labelled variants, both (V_h,) long on `device`.
+
+        Cached per device, so a training step copies nothing from CPU memory and indexes without a boolean mask.
+        """
+        key = (i, str(device))
+        cache = self.__dict__.setdefault("_targets", {})
+        if key not in cache:
+            keep = (self.labels[:, i] >= 0).nonzero().squeeze(1)
+            cache[key] = (keep.to(device), self.labels[keep, i].to(device))
+        return cache[key]
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_targets"}  # device caches are not pickled
 
     @property
     def head_names(self) -> tuple[str, ...]:

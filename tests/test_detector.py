@@ -221,7 +221,7 @@ def test_final_diagnostic_is_measured_after_batchnorm_recalibration(tiny_data):
     last = det.history_[-1]
     assert last["diagnostic"] == "after_bn_recalibration"
     assert "acc_val_normal_running_bn/jigsaw" in last  # the pre-recalibration figure is kept beside it
-    again = det._validation_accuracy(torch.from_numpy(X_val), y_val.astype(bool))  # the scored network, now
+    again = det.validation_accuracy(torch.from_numpy(X_val), y_val.astype(bool))  # the scored network, now
     for head in ("vertical", "horizontal", "rotation", "jigsaw"):
         assert last[f"acc_val_normal/{head}"] == again[f"acc_val_normal/{head}"]
         assert last[f"acc_val_anomaly/{head}"] == again[f"acc_val_anomaly/{head}"]

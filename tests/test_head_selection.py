@@ -41,7 +41,7 @@ def test_diagnostic_selection_drops_unsuited_heads_from_the_score(tiny_data, tmp
             out[f"acc_val_normal/{h.name}"], out[f"acc_val_anomaly/{h.name}"] = acc[h.name]
         return out
 
-    monkeypatch.setattr(MultiTaskDetector, "_validation_accuracy", accuracies)
+    monkeypatch.setattr(MultiTaskDetector, "validation_accuracy", accuracies)
     X_val, y_val = _val(tiny_data)
     det = MultiTaskDetector(**TINY, head_selection="diagnostic").fit(tiny_data["train"], X_val=X_val, y_val=y_val)
     assert det.head_verdicts_ == {"vertical": "suited", "horizontal": "suited", "rotation": "too hard",

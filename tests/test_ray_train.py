@@ -10,13 +10,14 @@ from conftest import make_images
 from mtssad import DetectorConfig, MultiTaskDetector
 from mtssad.distributed.ddp_worker import _checkpoint_due
 from mtssad.distributed.train import (DDP_MIN_FIT_IMAGES, STATE_FILE, check_ddp_resources, ddp_workers, fit_ddp,
-                                      shard_batches, train_detector_ddp, use_ddp)
+                                      train_detector_ddp, use_ddp)
+from mtssad.train import batch_order
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 
 @pytest.mark.parametrize("n,batch,world", [(40, 8, 2), (41, 8, 2), (42, 8, 4), (37, 9, 3), (10, 8, 1)])
-def test_shard_batches_split_each_global_batch_disjointly_with_equal_steps(n, batch, world):
-    batches = shard_batches(n, batch, world, torch.Generator().manual_seed(0))
+def test_batch_order_splits_each_global_batch_disjointly_with_equal_steps(n, batch, world):
+    batches = batch_order(n, batch, torch.Generator().manual_seed(0), world)
     assert torch.equal(torch.sort(torch.cat(batches)).values, torch.arange(n))  # every image once per epoch
     for b in batches:
         shares = [b[r::world] for r in range(world)]
@@ -25,9 +26,7 @@ def test_shard_batches_split_each_global_batch_disjointly_with_equal_steps(n, ba
 
 
 def test_one_worker_shards_like_the_local_loop():
-    from mtssad.train import batch_order
-
-    a = shard_batches(41, 8, 1, torch.Generator().manual_seed(3))
+    a = batch_order(41, 8, torch.Generator().manual_seed(3), 1)
     b = batch_order(41, 8, torch.Generator().manual_seed(3))
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
 

@@ -1,6 +1,7 @@
 """The Ray Train worker side of `fit_ddp` (mtssad.distributed.train): the DDP loop, checkpoints, rank 0's finish.
 
-Every rank trains on its share of each global batch (`shard_batches`), reports every epoch
+Every rank runs the local fit's epoch loop (`mtssad.train.run_epochs`) on its share of each global
+batch (`batch_order` with the world size), reports every epoch
 (a barrier), and rank 0 attaches a checkpoint every `checkpoint_every` epochs and a
 weights-only one at the end. Rank 0 then recalibrates, calibrates and scores on its own
 device and returns only bytes and numpy arrays (Ray Train hands rank 0's return value to
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ..detector import load_failure_reason
-from ..train import batch_order, diagnostic_epoch, make_optimizer, make_scheduler, planned_epochs, seed_everything, train_step
+from ..train import prepare_training, run_epochs, seed_everything
 
 STATE_FILE = "state.pt"
 # Config fields a resumed run may change: where it runs and how it reports, not what it trains.
@@ -28,15 +29,6 @@ RESUME_MAY_DIFFER = ("device", "progress")
 
 class CheckpointError(ValueError):
     """A stored Ray Train checkpoint that cannot be resumed: unreadable, or from a different config."""
-
-
-def shard_batches(n: int, batch_size: int, world_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """Global index batches (the local `batch_order`), with a last batch smaller than world_size folded in."""
-    batches = batch_order(n, batch_size, generator)
-    if world_size > 1 and len(batches) > 1 and len(batches[-1]) < world_size:
-        batches[-2] = torch.cat(batches[-2:])
-        batches.pop()
-    return batches
 
 
 def _derived_seed(seed: int, rank: int, epoch: int) -> int:
@@ -166,68 +158,68 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     order_gen = seed_everything(config.seed)  # same init on every rank, as in MultiTaskDetector.fit
     det.init_model(tuple(X.shape[1:]), permutations=cfg["permutations"])
     model = ray.train.torch.prepare_model(det.model_)  # DDP (gloo on CPU, nccl on GPU) when world > 1
-    optimizer = make_optimizer(model, config)
-    steps = len(shard_batches(len(X), config.batch_size, world, torch.Generator().manual_seed(0)))
-    epochs = planned_epochs(steps, config)  # the local loop's step budget
-    scheduler = make_scheduler(optimizer, steps * epochs)
+    training = prepare_training(model, config, len(X), device, world_size=world)  # the local loop's step budget
+    X_cal = None if cfg.get("calibration") is None else _as_tensor(_get_images(cfg["calibration"]))
 
-    start, history, starts = 0, [], []
     checkpoint = ray.train.get_checkpoint()
+    starts = []
     if checkpoint is not None:
         st = _load_state(checkpoint)
         check_resumable(st, det, tuple(X.shape[1:]), where=f"checkpoint {checkpoint.path}")
         det.model_.load_state_dict(st["model"])
-        start, history, starts = st["epoch"] + 1, st["history"], st["starts"]
+        training.start_epoch, training.history, starts = st["epoch"] + 1, st["history"], st["starts"]
         if "optimizer" in st:  # a training checkpoint; the final one holds the weights only
-            optimizer.load_state_dict(st["optimizer"])
-            scheduler.load_state_dict(st["scheduler"])
+            training.optimizer.load_state_dict(st["optimizer"])
+            training.scheduler.load_state_dict(st["scheduler"])
             order_gen.set_state(st["order_gen"])
             if world == 1:
                 torch.set_rng_state(st["torch_rng"])
-        elif start < epochs:
-            raise CheckpointError(f"checkpoint {checkpoint.path} is the final one of a run of {start} epochs; this "
-                                  f"run plans {epochs} (other data or worker count?): use another name to train it")
-    starts = starts + [start]
-
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        if world == 1:
-            aug_gen = order_gen  # exactly the local loop's generator use
+        elif st.get("stopped_early") or training.start_epoch >= training.epochs:
+            training.epochs = training.start_epoch  # finished (stopped early or ran out): nothing left to train
         else:
-            torch.manual_seed(_derived_seed(config.seed, rank, epoch))  # dropout
-            aug_gen = torch.Generator().manual_seed(_derived_seed(config.seed, rank, epoch) + 1)  # jigsaw offsets
-        loss_sum, n_seen, correct, counted = 0.0, 0, {}, {}
-        for idx in shard_batches(len(X), config.batch_size, world, order_gen):
-            local = idx[rank::world]  # this rank's disjoint share of the global batch
-            loss, c, k = train_step(model, det.plan_, X[local], optimizer, device=device, generator=aug_gen,
-                                    amp=config.amp)
-            scheduler.step()
-            loss_sum, n_seen = loss_sum + loss * len(local), n_seen + len(local)
-            for h in c:
-                correct[h], counted[h] = correct.get(h, 0) + c[h], counted.get(h, 0) + k[h]
-        heads = sorted(correct)
-        totals = _sum_across_ranks([loss_sum, n_seen] + [correct[h] for h in heads] + [counted[h] for h in heads],
-                                   device)
-        stats = {"loss": totals[0] / max(1.0, totals[1])}
-        stats.update({f"acc_train/{h}": totals[2 + i] / max(1.0, totals[2 + len(heads) + i])
-                      for i, h in enumerate(heads)})
-        stats.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
-        if rank == 0 and X_val is not None and diagnostic_epoch(epoch, epochs):
-            stats.update(det._validation_accuracy(X_val, y_val))
-        history = history + [stats]
+            raise CheckpointError(f"checkpoint {checkpoint.path} is the final one of a run of {training.start_epoch} "
+                                  f"epochs; this run plans {training.epochs} (other data or worker count?): use another "
+                                  "name to train it")
+    starts = starts + [training.start_epoch]
+    # Early stopping measures on rank 0 (it holds the held-out data); every rank stops at its decision.
+    stopper = det.early_stopper(X, X_val=X_val, y_val=y_val, X_calibration=X_cal) if rank == 0 else None
+    if stopper is None and config.early_stopping != "none":
+        from ..stopping import EarlyStopping  # other ranks: the same schedule of measurements, no measure
+
+        stopper = EarlyStopping(dict, monitor=config.early_stopping, every=config.eval_every, patience=config.patience)
+    if stopper is not None and training.start_epoch > 0:
+        stopper.next_at = (training.start_epoch * training.steps_per_epoch // config.eval_every + 1) * config.eval_every
+
+    def aug_generator(epoch: int) -> torch.Generator:
+        if world == 1:
+            return order_gen  # exactly the local loop's generator use
+        torch.manual_seed(_derived_seed(config.seed, rank, epoch))  # dropout
+        return torch.Generator().manual_seed(_derived_seed(config.seed, rank, epoch) + 1)  # jigsaw offsets
+
+    def end_of_epoch(epoch: int, stats: dict, last: bool) -> None:
+        history = list(training.history)  # run_epochs appended this epoch's stats already
         state = None
-        if rank == 0 and _checkpoint_due(epoch, epochs, cfg["checkpoint_every"]):
+        if rank == 0 and (last or _checkpoint_due(epoch, training.epochs, cfg["checkpoint_every"])):
             state = {"model": det.model_.state_dict(), "epoch": epoch, "history": history, "starts": starts,
-                     "world_size": world, "identity": _run_identity(det, X.shape[1:])}
-            if epoch < epochs - 1:  # resumable mid-run: optimizer, schedule and random streams too
-                state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     "world_size": world, "identity": _run_identity(det, X.shape[1:]),
+                     "stopped_early": last and epoch < training.epochs - 1}
+            if not last:  # resumable mid-run: optimizer, schedule and random streams too
+                state.update(optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
                              order_gen=order_gen.get_state(), torch_rng=torch.get_rng_state())
-        metrics = {**stats, "world_size": world, "start_epoch": start, "pid": os.getpid(), "n_local": n_seen,
-                   "epochs": epochs}
+        metrics = {**stats, "world_size": world, "start_epoch": training.start_epoch, "pid": os.getpid(),
+                   "epochs": training.epochs}
         _report_checkpoint(metrics, state, cfg["checkpoint_upload"])
+
+    on_diagnostic = None
+    if X_val is not None:
+        on_diagnostic = lambda epoch, stats: stats.update(det.validation_accuracy(X_val, y_val))  # noqa: E731
+    history = run_epochs(model, det.plan_, X, config, training, device=device, order_generator=order_gen,
+                         aug_generator=aug_generator, rank=rank, world_size=world,
+                         all_reduce=lambda values: _sum_across_ranks(values, device), on_diagnostic=on_diagnostic,
+                         stopper=stopper, end_of_epoch=end_of_epoch)
+    det.record_steps(history, stopper)
 
     if rank != 0:
         return None
     score_sets = {name: cfg["score_refs"][key] for name, key in cfg["score_sets"].items()}
-    X_cal = None if cfg.get("calibration") is None else _as_tensor(_get_images(cfg["calibration"]))
     return _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets, history, starts, world)

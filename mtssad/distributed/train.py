@@ -65,12 +65,11 @@ from sklearn.base import clone
 
 from ..config import DetectorConfig
 from ..validation import check_images, check_labels
-from .ddp_worker import (  # noqa: F401  (re-exported: the checkpoint format and sharding belong to this API)
+from .ddp_worker import (  # noqa: F401  (re-exported: the checkpoint format belongs to this API)
     RESUME_MAY_DIFFER,
     STATE_FILE,
     CheckpointError,
     check_resumable,
-    shard_batches,
     train_loop_per_worker,
 )
 # Epochs between training checkpoints (plus a weights-only one at the end): a WRN-16-4 state with its
