@@ -124,6 +124,7 @@ def batch_order(n: int, batch_size: int, generator: torch.Generator, world_size:
     return batches
 
 
+READ_EVERY = 50  # epochs a single GPU process runs between reads of its loss/accuracy sums (run_epochs)
 DIAGNOSTIC_POINTS = 20  # held-out diagnostics a fit records at most (evenly spaced, the last epoch always)
 
 
@@ -190,7 +191,8 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
     images: (N, C, H, W) training images; moved to `device` once. Each epoch takes the global batches
     of `batch_order` (from `order_generator`, the same on every rank) and trains on this rank's share
     `idx[rank::world_size]`. Loss and accuracy counts are summed on the device and read once an epoch
-    (with `all_reduce` summing them across ranks). Then, in order:
+    (with `all_reduce` summing them across ranks; one GPU process reads every READ_EVERY epochs, or when a
+    hook needs them). Then, in order:
       on_diagnostic(epoch, stats)  the held-out task diagnostic, on `diagnostic_epoch`s (rank 0);
       stopper                      early stopping (`mtssad.stopping.EarlyStopping`) when due: measured on
                                    rank 0, its stop decision summed through `all_reduce` so every rank stops
@@ -206,12 +208,27 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
     reduce = all_reduce or (lambda values: values)
     heads = [h.name for h in plan.heads]
     history = training.history
+    # One process on a GPU keeps each epoch's sums on the device until something needs them (a diagnostic,
+    # a stopping measurement, the last epoch, READ_EVERY epochs): a 24-image CUB class has one step an
+    # epoch, and a read every epoch would make the host wait for every step. Elsewhere: read every epoch.
+    defer = device.type == "cuda" and all_reduce is None and end_of_epoch is None
+    unread: list[tuple[dict, torch.Tensor, int, list[int]]] = []  # (stats, device sums, images, counts)
+
+    def read() -> None:
+        """Fill the loss and accuracies of every unread epoch's stats (one host sync)."""
+        rows = torch.stack([u[1] for u in unread]).tolist()  # (E, 1 + H)
+        for (stats, _, n_seen, counted), row in zip(unread, rows):
+            totals = reduce([row[0], float(n_seen)] + row[1:] + [float(v) for v in counted])
+            stats["loss"] = totals[0] / max(1.0, totals[1])
+            stats.update({f"acc_train/{h}": totals[2 + i] / max(1.0, totals[2 + len(heads) + i])
+                          for i, h in enumerate(heads)})
+        unread.clear()
+
     for epoch in range(training.start_epoch, training.epochs):
         t0 = time.perf_counter()
         gen = aug_generator(epoch) if aug_generator is not None else order_generator
         batches = batch_order(len(images), config.batch_size, order_generator, world_size)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros(len(heads), dtype=torch.float64, device=device)
+        sums = torch.zeros(1 + len(heads), dtype=torch.float64, device=device)  # loss x images, correct per head
         counted = [0] * len(heads)
         n_seen = 0
         with tqdm(total=len(images), desc=f"epoch {epoch + 1}/{training.epochs}", unit="img",
@@ -221,31 +238,36 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
                 loss, c, k = train_step(model, plan, images[local], training.optimizer, device=device, generator=gen,
                                         dtype=training.dtype, scaler=training.scaler)
                 training.scheduler.step()
-                loss_sum += loss.double() * len(local)  # float64 sums, as the host's float() sums were
-                correct += torch.stack([c[h] for h in heads])
+                sums[0] += loss.double() * len(local)  # float64 sums, as the host's float() sums were
+                sums[1:] += torch.stack([c[h] for h in heads])
                 counted = [a + k[h] for a, h in zip(counted, heads)]
                 n_seen += len(local)
                 bar.update(len(idx))
-            totals = reduce([float(loss_sum), float(n_seen)] + correct.tolist() + [float(v) for v in counted])
-            bar.set_postfix(loss=f"{totals[0] / max(1.0, totals[1]):.3f}")
-        stats = {"loss": totals[0] / max(1.0, totals[1])}
-        stats.update({f"acc_train/{h}": totals[2 + i] / max(1.0, totals[2 + len(heads) + i]) for i, h in enumerate(heads)})
-        stats.update(epoch=epoch, lr=training.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0,
-                     steps=(epoch + 1) * training.steps_per_epoch)
-        if on_diagnostic is not None and rank == 0 and diagnostic_epoch(epoch, training.epochs):
+            stats = {"epoch": epoch, "lr": training.optimizer.param_groups[0]["lr"],
+                     "steps": (epoch + 1) * training.steps_per_epoch}
+            unread.append((stats, sums, n_seen, counted))
+            last = epoch == training.epochs - 1
+            diagnostic = on_diagnostic is not None and rank == 0 and diagnostic_epoch(epoch, training.epochs)
+            measuring = stopper is not None and stopper.due(stats["steps"], last=last)
+            if not defer or last or diagnostic or measuring or len(unread) >= READ_EVERY:
+                read()
+                bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        stats["seconds"] = time.perf_counter() - t0  # host wall time (on a GPU, epochs between reads run ahead)
+        if diagnostic:
             on_diagnostic(epoch, stats)
         stop = False
-        if stopper is not None and stopper.due(stats["steps"], last=epoch == training.epochs - 1):
+        if measuring:
             stop = rank == 0 and stopper.update(stats["steps"], model, stats)
             stop = reduce([float(stop)])[0] > 0 if world_size > 1 else stop
         history.append(stats)
-        last = stop or epoch == training.epochs - 1
         if end_of_epoch is not None:
-            end_of_epoch(epoch, stats, last)
+            end_of_epoch(epoch, stats, stop or last)
         if progress_callback is not None:
             progress_callback(stats["steps"], training.total_steps)
         if stop:
             break
+    if unread:
+        read()
     if stopper is not None and rank == 0:
         stopper.restore_best(model)
     return history
