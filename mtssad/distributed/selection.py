@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..diagnostic import AUROC_TIE as TIE  # one tie rule for configs and head sets
+
 VAL_ANOMALY_RATIO = 5  # anomalies per held-out normal in the selection set: AUROC's error shrinks with both sides
 VAL_MAX_ANOMALIES = 1000  # bounds the scoring cost per config on large data sets (CIFAR: 1000 held-out normals)
 
@@ -48,7 +50,6 @@ def selection_set(train_images: np.ndarray, train_labels: np.ndarray, normal_cla
     return X_sel, y_sel
 
 
-TIE = 1e-9  # AUROCs closer than this are equal: one rank statistic summed in another order differs in the last bit
 
 
 def select_by_validation(rows: list[dict], by=("dataset", "normal_class", "method")) -> list[dict]:
