@@ -270,6 +270,9 @@ def test_num_workers_two_trains_each_config_with_ddp_inside_the_class_trial(ray_
     runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())  # one TorchTrainer run per config
     assert len(runs) == 2 and all(r.endswith(("k2", "k3")) for r in runs)
     assert {r["scored_on"] for r in rows} == {"ddp rank 0"}
+    sel = next(r for r in rows if r["selected"])  # test once: rank 0's test scores of the best, attached at the end
+    assert [r["test_scored"] for r in rows] == [r["selected"] for r in rows]
+    assert sel["test_scored_from"] == "ddp rank 0" and 0 <= sel["auroc"] <= 1
 
 
 @pytest.mark.ray

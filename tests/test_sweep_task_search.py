@@ -7,7 +7,7 @@ import pytest
 
 from mtssad.distributed.selection import mark_jigsaw_kept, select_by_validation, tasks_chosen_on_validation
 from mtssad.distributed.sweep_space import class_tasks, config_label, sweep_trials
-from ray_fixtures import TINY_RAY
+from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 PARAMS = {k: v for k, v in TINY_RAY.items() if k not in ("grid", "k")} | {"epochs": 1, "min_steps": 0}
 GEO = ["vertical", "horizontal", "rotation"]
@@ -56,7 +56,7 @@ def test_selection_keeps_the_geometric_config_when_its_validation_auroc_is_highe
     assert sel["a"]["grid"] is None and sel["a"]["jigsaw_kept"] is False
     assert sel["b"]["grid"] == "2x2" and sel["b"]["jigsaw_kept"] is True
     assert sel["c"]["grid"] == "2x2" and sel["c"]["jigsaw_kept"] is True
-    assert all(r["jigsaw_kept"] is None for r in out if not r["selected"])
+    assert all("jigsaw_kept" not in r for r in out if not r["selected"])
 
 
 def test_tasks_chosen_on_validation_from_evaluate_rows_and_from_sweep_rows():
@@ -91,7 +91,7 @@ def test_a_task_search_trial_records_the_heads_of_each_config(digits16):
                                                              {"grid": None, "k": None, "tasks": GEO}]}
     state = _trial(task, digits16, SweepSettings(params=PARAMS), TrialState())
     jig, geo = state.rows
-    assert jig["heads"] == "vertical,horizontal,rotation,jigsaw" and jig["task_config"] is None
+    assert jig["heads"] == "vertical,horizontal,rotation,jigsaw" and "task_config" not in jig
     assert geo["heads"] == "vertical,horizontal,rotation" and geo["task_config"] == "vertical,horizontal,rotation"
     assert geo["grid"] is None and geo["k"] is None and json.loads(geo["config"])["tasks"] == GEO
     assert jig["task_search"] and geo["task_search"] and jig["config"] != geo["config"]
@@ -175,3 +175,36 @@ def test_a_trial_restored_with_every_config_done_but_no_test_row_scores_it_witho
     assert r["test_scored"] and r["test_scored_from"] == "checkpoint" and len(reports) == 1
     assert r["auroc"] == pytest.approx(done.rows[0]["auroc"], abs=1e-9)
     np.testing.assert_allclose(state.best_scores["score"], done.best_scores["score"], rtol=1e-6)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_a_task_search_sweep_through_tune_restores_and_reports_the_choice(ray_local, digits16, tmp_path):
+    """run_sweep with the task search: each class trial crashes after its first config and Tune restores it;
+    the selected row says whether the jigsaw head was kept, only it has a test row, and the report shows it."""
+    from mtssad.distributed import run_sweep
+    from mtssad.report import render_report
+    from mtssad.results import ResultsStore, run_name
+
+    rows = run_sweep(digits16, classes=[0, 3], methods=["ours"], grids=["2x2"], ks=[3], params=PARAMS,
+                     storage_path=str(tmp_path / "ray"), name="sweep", out=str(tmp_path / "out"),
+                     crash_after_configs=1, trial_max_failures=1, task_search=True)
+    assert len(rows) == 4
+    for c in ("0", "3"):
+        mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
+        assert [r["heads"] for r in mine] == ["vertical,horizontal,rotation,jigsaw", "vertical,horizontal,rotation"]
+        assert [r["trial_start"] for r in mine] == [0, 1]  # the first config was not retrained after the crash
+        sel = [r for r in mine if r["selected"]]
+        assert len(sel) == 1 and [r["test_scored"] for r in mine] == [r["selected"] for r in mine]
+        s_ = sel[0]
+        assert s_["jigsaw_kept"] == (s_["grid"] is not None) == (mine[0]["val_auroc"] >= mine[1]["val_auroc"] - 1e-9)
+        assert s_["test_scored_from"] == ("memory" if s_["fit_index"] == 1 else "checkpoint")
+        assert all(r.get("jigsaw_kept") is None for r in mine if not r["selected"])
+    stored = ResultsStore(tmp_path / "out").load()
+    assert len(stored) == 4 and set(stored["heads"]) == {"vertical,horizontal,rotation,jigsaw",
+                                                         "vertical,horizontal,rotation"}
+    for r in (r for r in rows if r["selected"]):
+        scores = ResultsStore(tmp_path / "out").read_scores(run_name(r))
+        assert len(scores) == len(digits16.test_images)
+    text = render_report(tmp_path / "out").read_text()
+    assert "Chosen per class on validation data" in text and "selection_" in text

@@ -70,13 +70,14 @@ def is_better(val_auroc: float, best: float | None) -> bool:
 
 def mark_jigsaw_kept(rows: list[dict]) -> list[dict]:
     """Set `jigsaw_kept` on the selected rows of class trials that searched the task set (`task_search`):
-    True when the chosen config trained the jigsaw head, False when its geometric heads alone won; None elsewhere."""
+    True when the chosen config trained the jigsaw head, False when its geometric heads alone won. Other rows
+    get no such key (a column first written all-null would be typed float64 in results.parquet)."""
     out = []
     for r in rows:
-        kept = None
+        r = {k: v for k, v in r.items() if k != "jigsaw_kept"}
         if r.get("selected") and r.get("task_search"):
-            kept = "jigsaw" in str(r.get("heads") or "").split(",")
-        out.append({**r, "jigsaw_kept": kept})
+            r["jigsaw_kept"] = "jigsaw" in str(r.get("heads") or "").split(",")
+        out.append(r)
     return out
 
 

@@ -248,9 +248,13 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
                    epochs_run=len(getattr(det, "history_", [])),
                    epochs_seconds=sum(h.get("seconds", 0.0) for h in getattr(det, "history_", [])), device=device, trial_id=trial_id,
                    node_id=node_id, trial_start=start_no, fit_index=state.fits, test_scored=False,
-                   scored_on="trial" if scored is None else "ddp rank 0",
-                   heads=",".join(heads) if heads else None, task_search=task_search,
-                   task_config=",".join(cfg["tasks"]) if cfg.get("tasks") else None)
+                   scored_on="trial" if scored is None else "ddp rank 0", task_search=task_search)
+        # Columns that apply to some rows only are left out of the others, never None: a results.parquet
+        # column first written all-null is typed float64, and a later string in it would not convert.
+        if heads:
+            row["heads"] = ",".join(heads)  # the heads this config trained
+        if cfg.get("tasks"):
+            row["task_config"] = ",".join(cfg["tasks"])  # the task search's config (config_id reads it)
         state.fits += 1
         fits_now += 1
         new_best = is_better(val_auroc, best)
