@@ -9,7 +9,8 @@ class's (grid, k) configs one after another in its own process, on the device Tu
 (`tune.with_resources`, `{"CPU": c, "GPU": g}`, fractional g allowed: `resources.py`), and
 reports a row per config with a checkpoint of a few KB, so a restored trial continues at its
 next config. Selection is on validation data from the TRAINING split (`selection.py`); the
-test split is scored for each class's best config (every config with score_all_test). Per
+test split is scored once per class trial, for its best config (every config with score_all_test).
+With task_search, `ours` trials also train the geometric heads alone as one more config. Per
 (dataset, normal class, method) the best validation AUROC gets `selected=True`: its test
 metrics are the method's result, and its per-image scores and training history are written
 to `out` like `mtssad evaluate`'s, so `mtssad report` draws its ROC and task-suitability plots.
@@ -190,7 +191,7 @@ def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
         state = bests.get(json.dumps(list(row_key(r))))
         if state is None or state.best_scores is None or not r.get("test_scored"):
             raise RuntimeError(f"selected config {r['normal_class']} / {r['method']} {config_label(r)} has no test "
-                               "scores in its trial's checkpoint (a bug: each new best is scored)")
+                               "scores in its trial's checkpoint (a bug: a trial scores its best once, before its last report)")
         save_run(store, RunOutput(r, state.best_scores, state.best_history or []))
         added += 1
     return added + write_rows([r for r in rows if not r["selected"]], out)
