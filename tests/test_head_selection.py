@@ -190,3 +190,21 @@ def test_choose_on_validation_ties_go_to_the_first_and_nan_never_wins():
         choose_on_validation({"all": float("nan")})
     assert validation_candidates(("rotation", "jigsaw")) == [("all", ("rotation", "jigsaw")), ("geometric", ("rotation",))]
     assert validation_candidates(("jigsaw",)) == [("all", ("jigsaw",))]
+
+
+def test_evaluate_with_validation_head_selection_records_the_choice_and_refuses_no_validation(tmp_path, capsys):
+    import pandas as pd
+
+    from mtssad.cli import main
+
+    fast = ["--max-train", "300", "--max-test", "150", "--epochs", "1", "--min-steps", "0", "--quiet",
+            "--backbone", "wrn-10-1"]
+    code = main(["evaluate", "--head-selection", "validation", "--val-fraction", "0", "--out", str(tmp_path / "o"), *fast])
+    assert code == 2 and "--head-selection validation needs a validation split" in capsys.readouterr().err
+    out = tmp_path / "sel"
+    assert main(["evaluate", "--classes", "0", "--head-selection", "validation", "--out", str(out), *fast]) == 0
+    row = pd.read_parquet(out / "results.parquet").iloc[0]
+    a, g = row["val_auroc_heads_all"], row["val_auroc_heads_geometric"]
+    expect = "vertical,horizontal,rotation" if g > a + 1e-9 else "vertical,horizontal,rotation,jigsaw"
+    assert row["selected_heads"] == expect and '"head_selection": "validation"' in row["config"]
+    assert not pd.isna(row["auroc_head_jigsaw"])  # the jigsaw head's own score is reported either way
