@@ -220,7 +220,8 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
             max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
             name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
             max_failures=args.max_failures, out=args.out, verbose=1 if verbose else 0,
-            score_all_test=getattr(args, "test_all_configs", False), task_search=getattr(args, "task_search", True),
+            score_all_test=getattr(args, "test_all_configs", False),
+            task_search=getattr(args, "task_search", True),
             driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
         )
     print(classes_summary(rows))
