@@ -200,8 +200,7 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
 
     from ..methods import METHODS, make_method
     from ..metrics import auroc
-    from ..protocols import (PROTOCOL_PARAMS, data_identity, describe_config, metrics_of_scores, one_vs_all_data,
-                             score_fitted, score_with_heads)
+    from ..protocols import PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_with_heads
     from ..results import row_key
 
     ds, c, method = dataset, task["normal_class"], task["method"]
@@ -260,7 +259,7 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
         new_best = is_better(val_auroc, best)
         test = None
         if s.score_all_test or (new_best and scored is not None):  # DDP: rank 0 scored it already
-            test = _test_row(det, scored, d, ds, score_fitted, metrics_of_scores)
+            test = _test_row(det, scored, d, ds)
         if s.score_all_test:
             row.update(test[0], test_scored=True, test_scored_from="each config")
         row["config_seconds"] = time.perf_counter() - t0  # the config's whole wall: fit, validation (and test)
@@ -275,31 +274,35 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
             state.best_detector = det.to_bytes() if scored is None and hasattr(det, "to_bytes") else None
         del det
         if j == len(todo) - 1:  # the trial's last config: the best is known, score its test split once
-            _finish_best(state, d, ds, device, score_fitted)
+            _finish_best(state, d, ds, device)
         report(row, state)
     best_row = state.rows[state.best_index()] if state.best_name is not None else None
     if best_row is not None and not best_row.get("test_scored"):  # restored after its last report, before the test
-        _finish_best(state, d, ds, device, score_fitted)
+        _finish_best(state, d, ds, device)
         report(best_row, state)
     state.best_model = None
     return state
 
 
-def _test_row(det, scored, d, ds, score_fitted, metrics_of_scores) -> tuple[dict, dict]:
+def _test_row(det, scored, d, ds) -> tuple[dict, dict]:
     """(test metrics, per-image test scores) of one config: scored here, or from DDP rank 0's scores."""
+    from ..protocols import metrics_of_scores, score_fitted
+
     if scored is None:
         return score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
     return metrics_of_scores(det, scored.scores["test"], scored.head_scores["test"], d.is_normal_test,
                              labels_test=ds.test_labels, score_seconds=scored.set_seconds.get("test", 0.0))
 
 
-def _finish_best(state: TrialState, d, ds, device: str, score_fitted) -> None:
+def _finish_best(state: TrialState, d, ds, device: str) -> None:
     """Give the best config's row its test metrics (once per class trial), unless it has them.
 
     In-process: scores the test split with the best detector, from memory or (after a restart)
     from the detector file in the checkpoint. DDP mode: the test metrics rank 0 computed.
     """
     import pandas as pd
+
+    from ..protocols import score_fitted
 
     i = state.best_index()
     if i is None:  # every validation AUROC was NaN: nothing is selected, so nothing to test (select_by_validation)
