@@ -270,8 +270,9 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
             state.best_history = list(getattr(det, "history_", []))
             state.best_scores = pd.DataFrame(test[1]) if test is not None else None
             state.best_test = test[0] if test is not None and scored is not None else None
-            state.best_model = det if scored is None else None
-            state.best_detector = det.to_bytes() if scored is None and hasattr(det, "to_bytes") else None
+            keep = scored is None and not s.score_all_test  # its test pass is still to come, in this process
+            state.best_model = det if keep else None
+            state.best_detector = det.to_bytes() if keep and hasattr(det, "to_bytes") else None
         del det
         if j == len(todo) - 1:  # the trial's last config: the best is known, score its test split once
             _finish_best(state, d, ds, device)
