@@ -3,6 +3,8 @@
     python benchmarks/ablation_seeds.py --dataset digits --methods ours geometric jigsaw --seeds 0 1 2
     python benchmarks/ablation_seeds.py --dataset glyphs --seeds 0 1 2 --classes DejaVuSans cmr10 ...
     python benchmarks/ablation_seeds.py --dataset digits --report-only      # table from the rows so far
+    python benchmarks/ablation_seeds.py --dataset glyphs --rows benchmarks/results/ablation_glyphs.parquet \
+        --tag tasks_val                                                     # tables from stored rows, no run
 
 Each (seed, method) is one `mtssad evaluate` run (one-vs-all over the classes, the
 default step budget unless --extra says otherwise) into benchmarks/results/work/ablation_<dataset>/;
@@ -12,6 +14,11 @@ per-class difference `ours - <method>` (mean +- sd over seeds, and in how many o
 (class, seed) pairs ours is higher). The seed changes the split (digits and glyphs have no
 official one), the validation split, the initialization, the permutations and the batch order.
 Nothing is tuned on the test split: every setting is fixed before the run.
+
+With ours and geometric among the rows, the table gains `ours[tasks]`, "ours, tasks chosen on
+validation" (issue 23): per (class, seed) ours or geometric, whichever has the higher
+validation AUROC (`mtssad.distributed.selection.tasks_chosen_on_validation`; ties keep ours;
+test AUROC is never read), with its paired differences and how often the jigsaw head was kept.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mtssad.cli import main as mtssad_main
-from mtssad.distributed.selection import TIE
+from mtssad.distributed.selection import TIE, tasks_chosen_on_validation
 from mtssad.results import ResultsStore
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +56,9 @@ def parse_args(argv=None):
                         "as ours[<tag>], and ours[val] = per (class, seed) the config with the best validation AUROC")
     p.add_argument("--with-tags", nargs="+", default=[], help="also report the rows of these --tag work folders "
                    "(runs split over processes, e.g. one seed per CPU)")
+    p.add_argument("--rows", type=Path, default=None,
+                   help="read the rows from this Parquet (e.g. a committed ablation_<dataset>.parquet) instead of the "
+                        "work folders; nothing is run (derived rows ours[val] / ours[tasks] are recomputed)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `mtssad evaluate` flags")
     return p.parse_args(argv)
 
@@ -57,6 +67,8 @@ def run(args) -> int:
     name = f"ablation_{args.dataset}{'_' + args.tag if args.tag else ''}"
     work = args.work_root / name
     classes = args.classes or (GLYPH_FONTS if args.dataset == "glyphs" else None)
+    if args.rows is not None:
+        return report_from_rows(args, name, classes)
     if not args.report_only:
         for seed in args.seeds:
             for method in args.methods:
@@ -89,11 +101,45 @@ def run(args) -> int:
     if args.choose_tags:
         frame = pd.concat([frame, chosen_on_validation(frame, methods[len(args.methods):])], ignore_index=True)
         methods.append("ours[val]")
+    return write_tables(args, name, classes, frame, methods, works)
+
+
+TASKS_ROW = "ours[tasks]"  # "ours, tasks chosen on validation"
+DERIVED = ("ours[val]", TASKS_ROW)  # rows computed from other rows, never run
+
+
+def report_from_rows(args, name: str, classes) -> int:
+    """The tables from a stored Parquet of rows (--rows): derived rows recomputed, nothing run."""
+    if not args.rows.exists():
+        print(f"no such file: {args.rows}", file=sys.stderr)
+        return 2
+    frame = pd.read_parquet(args.rows)
+    frame = frame[~frame["method"].isin(DERIVED) & (frame["dataset"] == args.dataset)]
+    methods = [m for m in args.methods if m in set(frame["method"])]
+    methods += [m for m in dict.fromkeys(frame["method"]) if m.startswith("ours[") and m not in methods]
+    if any(m.startswith("ours[") for m in methods):
+        frame = pd.concat([frame, chosen_on_validation(frame, [m for m in methods if m.startswith("ours[")])],
+                          ignore_index=True)
+        methods.append("ours[val]")
+    return write_tables(args, name, classes, frame, methods, works=[])
+
+
+def write_tables(args, name: str, classes, frame: pd.DataFrame, methods: list, works: list) -> int:
+    """ablation_<name>.md / .json / .parquet from the rows (plus ours[tasks] when ours and geometric are there)."""
+    tasks_md, tasks_summary = "", None
+    if {"ours", "geometric"} <= set(methods):
+        chosen = tasks_chosen_on_validation(frame[frame["method"].isin(["ours", "geometric"])], label=TASKS_ROW)
+        if len(chosen):
+            frame = pd.concat([frame, chosen], ignore_index=True)
+            methods = methods + [TASKS_ROW]
+            tasks_md, tasks_summary = tasks_table(frame)
     md, summary = ablation_table(frame, methods, dataset=args.dataset)
+    if tasks_summary is not None:
+        summary["tasks_chosen_on_validation"] = tasks_summary
     md = md.replace("\n\n", "\n\n" + settings_text(frame) + "\n\n", 1)
     options_md, summary["score_options"] = score_option_table(frame, works)
-    md += options_md + all_rows_table(frame[frame["method"] != "ours[val]"], summary,
-                                      n_classes=len(classes) if classes else None)
+    md += tasks_md + options_md + all_rows_table(frame[~frame["method"].isin(DERIVED)], summary,
+                                                 n_classes=len(classes) if classes else None)
     (HERE / "results" / f"{name}.md").write_text(md)
     (HERE / "results" / f"{name}.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
     frame.to_parquet(HERE / "results" / f"{name}.parquet")
@@ -117,6 +163,54 @@ def chosen_on_validation(frame: pd.DataFrame, alternatives: list[str]) -> pd.Dat
                                                    "train_seconds": g["train_seconds"].sum(),
                                                    "score_seconds": g["score_seconds"].sum()})
     return pd.DataFrame(out)
+
+
+def tasks_table(frame: pd.DataFrame) -> tuple[str, dict]:
+    """"ours, tasks chosen on validation" against ours and geometric on the same (class, seed) pairs: class mean
+    per seed, paired differences (mean +- sd over seeds), how often the jigsaw head was kept, and how often the
+    validation AUROC ranked ours and geometric as the test AUROC did (that ranking is checked, never used)."""
+    ch = frame[frame["method"] == TASKS_ROW]
+    both = frame[frame["method"].isin(["ours", "geometric"])].pivot_table(
+        index=["normal_class", "seed"], columns="method", values=["auroc", "val_auroc"], aggfunc="last")
+    pairs = ch.set_index(["normal_class", "seed"])
+    t = pd.DataFrame({"chosen": pairs["auroc"], "ours": both[("auroc", "ours")].reindex(pairs.index),
+                      "geometric": both[("auroc", "geometric")].reindex(pairs.index)}) * 100
+    per_seed = t.groupby(level="seed").mean()
+    sd = lambda x: x.std(ddof=1) if len(x) > 1 else float("nan")  # noqa: E731
+    kept = pairs["jigsaw_kept"].astype(bool)
+    val_diff = (both[("val_auroc", "ours")] - both[("val_auroc", "geometric")]).reindex(pairs.index)
+    test_diff = (both[("auroc", "ours")] - both[("auroc", "geometric")]).reindex(pairs.index)
+    agree = int(((val_diff > 0) == (test_diff > 0)).sum())
+    lines = ["", f"## ours, tasks chosen on validation ({TASKS_ROW})", "",
+             f"Per (class, seed): ours (all heads) or geometric (no jigsaw), whichever has the higher validation "
+             "AUROC (ties keep ours); test AUROC never read. Class mean per seed (AUROC %), then mean +- sd over seeds. "
+             f"The jigsaw head was kept on {int(kept.sum())} of {len(kept)} (class, seed) pairs; the validation "
+             f"AUROC ranked ours vs geometric as test did on {agree} of {len(kept)}.", "",
+             "| seed | chosen | ours | geometric | chosen - ours | chosen - geometric | jigsaw kept |",
+             "|---|---|---|---|---|---|---|"]
+    for s_, r in per_seed.iterrows():
+        k = kept.xs(s_, level="seed")
+        lines.append(f"| {s_} | {r['chosen']:.1f} | {r['ours']:.1f} | {r['geometric']:.1f} | "
+                     f"{r['chosen'] - r['ours']:+.1f} | {r['chosen'] - r['geometric']:+.1f} | {int(k.sum())}/{len(k)} |")
+    d_o, d_g = per_seed["chosen"] - per_seed["ours"], per_seed["chosen"] - per_seed["geometric"]
+    lines.append(f"| **mean +- sd** | **{per_seed['chosen'].mean():.1f} +- {sd(per_seed['chosen']):.1f}** | "
+                 f"{per_seed['ours'].mean():.1f} +- {sd(per_seed['ours']):.1f} | "
+                 f"{per_seed['geometric'].mean():.1f} +- {sd(per_seed['geometric']):.1f} | "
+                 f"{d_o.mean():+.1f} +- {sd(d_o):.1f} | {d_g.mean():+.1f} +- {sd(d_g):.1f} | "
+                 f"{int(kept.sum())}/{len(kept)} |")
+    by_class = kept.groupby(level="normal_class").agg(["sum", "size"])
+    lines += ["", "Jigsaw head kept per class (seeds): " + ", ".join(f"{c} {int(r['sum'])}/{int(r['size'])}"
+                                                                    for c, r in by_class.iterrows())]
+    summary = {"mean": float(per_seed["chosen"].mean()), "sd": float(sd(per_seed["chosen"])),
+               "per_seed": [float(v) for v in per_seed["chosen"]],
+               "minus_ours": {"per_seed": [float(v) for v in d_o], "mean": float(d_o.mean()), "sd": float(sd(d_o)),
+                              "wins": int((t["chosen"] > t["ours"]).sum()), "losses": int((t["chosen"] < t["ours"]).sum())},
+               "minus_geometric": {"per_seed": [float(v) for v in d_g], "mean": float(d_g.mean()), "sd": float(sd(d_g)),
+                                   "wins": int((t["chosen"] > t["geometric"]).sum()),
+                                   "losses": int((t["chosen"] < t["geometric"]).sum())},
+               "jigsaw_kept": int(kept.sum()), "pairs": int(len(kept)), "val_ranks_as_test": agree,
+               "jigsaw_kept_per_class": {str(c): int(r["sum"]) for c, r in by_class.iterrows()}}
+    return "\n".join(lines) + "\n", summary
 
 
 def ablation_table(frame: pd.DataFrame, methods, *, dataset: str) -> tuple[str, dict]:

@@ -4,7 +4,9 @@ Per normal class, `ours` is fitted ONCE (same split, seed and settings as
 benchmarks/reproduce.py at CPU scale) and its per-head test scores are combined
 every way: score_norm none (the paper) / mean / standardize, over all heads or
 over the heads kept by the task-suitability diagnostic (head_selection="diagnostic",
-decided on the validation split: held-out normals + other classes' TRAINING images).
+decided on the validation split: held-out normals + other classes' TRAINING images), or
+over the head set with the better validation AUROC among all heads and the geometric heads
+(head_selection="validation", the same split; `mtssad.diagnostic.validation_candidates`).
 The comparison is therefore paired: only the combination differs, never the network.
 
     python benchmarks/score_options.py            # digits, 10 classes, + glyphs, 5 fonts (~10 min on 2 CPUs)
@@ -22,7 +24,7 @@ from _common import write_results
 CPU = dict(backbone="wrn-10-1", epochs=3)  # benchmarks/reproduce.py's CPU scale
 GLYPH_FONTS = ["DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "cmr10"]
 VARIANTS = [("none", "all"), ("mean", "all"), ("standardize", "all"), ("none", "diagnostic"),
-            ("standardize", "diagnostic")]  # (score_norm, head selection); the first is the paper's score
+            ("standardize", "diagnostic"), ("none", "validation")]  # (score_norm, head selection); the first is the paper's score
 
 
 def column(norm: str, selection: str) -> str:
@@ -30,6 +32,7 @@ def column(norm: str, selection: str) -> str:
 
 
 def run_class(ds, c: int, seed: int) -> dict:
+    from mtssad.diagnostic import choose_on_validation, validation_candidates
     from mtssad.methods import make_method
     from mtssad.metrics import auroc
     from mtssad.protocols import one_vs_all_data
@@ -43,8 +46,16 @@ def run_class(ds, c: int, seed: int) -> dict:
     per_head = det.score_tasks(d.X_test)  # head -> (n_test,)
     all_heads = [h.name for h in det.plan_.heads]
     row = {"dataset": ds.name, "class": ds.class_names[c], "fit_s": fit_s}
+    val_heads = det.score_tasks(d.X_val)  # the validation split, never the test split, chooses
+    candidates = dict(validation_candidates(all_heads))
+
+    def by_validation(norm: str) -> list[str]:
+        aurocs = {n: auroc(d.y_val.astype(bool), combine_heads(val_heads, hs, norm=norm, counts=det.head_counts_,
+                                                               stats=det.head_stats_)) for n, hs in candidates.items()}
+        return list(candidates[choose_on_validation(aurocs)])
+
     for norm, selection in VARIANTS:
-        heads = all_heads if selection == "all" else list(det.selected_heads_)
+        heads = {"all": all_heads, "diagnostic": list(det.selected_heads_)}.get(selection) or by_validation(norm)
         s = combine_heads(per_head, heads, norm=norm, counts=det.head_counts_, stats=det.head_stats_)
         row[column(norm, selection)] = 100 * auroc(d.is_normal_test, s)
     row["dropped"] = ",".join(f"{h}({v})" for h, v in det.head_verdicts_.items() if h not in det.selected_heads_) or "-"

@@ -75,7 +75,9 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--score-norm", choices=SCORE_NORMS, default="none", help="per-head score normalization (default: %(default)s, the paper's)")
     g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
     g.add_argument("--head-selection", choices=HEAD_SELECTIONS, default="all",
-                   help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited (default: %(default)s)")
+                   help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited; "
+                        "'validation' scores all heads or the geometric ones, whichever has the higher AUROC on the validation "
+                        "split (default: %(default)s)")
     g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed for data subsets, splits, init, permutations (default: %(default)s)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
@@ -160,8 +162,8 @@ def _check_methods_params(args, params) -> None:
     from .methods import METHODS, make_method, trains_jigsaw
     from .transforms import check_image_fits
 
-    if params.get("head_selection") == "diagnostic" and args.val_fraction <= 0:
-        raise ValueError("--head-selection diagnostic needs a validation split: use --val-fraction > 0")
+    if params.get("head_selection", "all") != "all" and args.val_fraction <= 0:
+        raise ValueError(f"--head-selection {params['head_selection']} needs a validation split: use --val-fraction > 0")
     check_tasks_flag(args)
     for m in args.methods:
         if METHODS[m].neural:
@@ -218,7 +220,7 @@ def cmd_ood(args) -> int:
     params = method_params(args)
     if params["head_selection"] != "all":
         raise ValueError("ood trains on all of --dataset and has no validation split: "
-                         "--head-selection diagnostic is available in evaluate and sweep only")
+                         f"--head-selection {params['head_selection']} is available in evaluate and sweep only")
     _check_methods_params(args, params)
     store = ResultsStore(args.out)
     ds_in = load_from_args(args)

@@ -28,7 +28,7 @@ from sklearn.exceptions import NotFittedError
 from . import __version__
 from .calibration import calibration_split, threshold_at, threshold_warning
 from .config import ALL_TASKS, DetectorConfig
-from .diagnostic import head_verdict, select_heads
+from .diagnostic import choose_on_validation, head_verdict, select_heads, validation_candidates
 from .errors import CorruptFileError
 from .model import MultiHeadNet, count_parameters
 from .scoring import STD_FLOOR, combine_heads, head_accuracy, head_scores, head_stats, score_images, variant_probs
@@ -82,7 +82,8 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
 
     Fitted attributes: model_, plan_, config_ (the DetectorConfig fitted with), image_shape_,
     n_features_in_ (= C*H*W), history_, threshold_ = offset_, threshold_source_
-    ("X_val", "calibration" or "training"), n_threshold_images_, head_stats_, selected_heads_.
+    ("X_val", "calibration" or "training"), n_threshold_images_, head_stats_, selected_heads_,
+    head_selection_auroc_ (head_selection="validation": candidate head set -> its validation AUROC).
 
     Sign conventions (scikit-learn's, as OneClassSVM and IsolationForest):
     score_samples(X) higher = more normal; decision_function(X) = score_samples(X) - offset_,
@@ -284,10 +285,18 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         return X[torch.from_numpy(fit_idx)], X[torch.from_numpy(cal_idx)]
 
     def _check_selection_data(self, y_val) -> None:
-        """head_selection="diagnostic" needs held-out normal images; fail before any training without them."""
-        if self.config.head_selection == "diagnostic" and (y_val is None or not np.asarray(y_val).astype(bool).any()):
+        """head_selection="diagnostic" needs held-out normal images, "validation" normal and anomalous ones;
+        fail before any training without them."""
+        rule = self.config.head_selection
+        y = None if y_val is None else np.asarray(y_val).astype(bool)
+        if rule == "diagnostic" and (y is None or not y.any()):
             raise ValueError('head_selection="diagnostic" needs held-out normal images: pass X_val and y_val '
                              "(1 = normal) with at least one normal image")
+        if rule == "validation" and (y is None or y.all() or not y.any()):
+            got = "no X_val/y_val" if y is None else f"{int(y.sum())} normal and {int((~y).sum())} anomalous images"
+            raise ValueError('head_selection="validation" chooses the scored heads by validation AUROC, so it needs '
+                             "labelled validation data: pass X_val and y_val with normal (1) and anomalous (0) "
+                             f"images (e.g. other classes' training images as anomalies); got {got}")
 
     def _check_fits_min_size(self, X: torch.Tensor) -> None:
         if len(X) < 2:
@@ -310,7 +319,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         """Finish a trained model on its normal training images X.
 
         Recomputes BatchNorm statistics on X (bn_recalibration), chooses the scored heads
-        (head_selection, from the diagnostic on X_val/y_val), then sets head_stats_ and
+        (head_selection: from the diagnostic on X_val/y_val, or by validation AUROC), then sets head_stats_ and
         threshold_/offset_ from reference normal images nobody trained on: X_calibration if
         given, else X_val's normals, else (optimistic; predict warns) X itself.
         """
@@ -344,6 +353,9 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         per_head = self.score_tasks(ref)
         self.head_counts_ = {h.name: int((self.plan_.labels[:, i] >= 0).sum()) for i, h in enumerate(self.plan_.heads)}
         self.head_stats_, floored = head_stats(per_head, self.head_counts_)
+        self.head_selection_auroc_ = {}
+        if c.head_selection == "validation":  # after head_stats_: standardize's statistics enter the comparison
+            self.selected_heads_, self.head_selection_auroc_ = self._heads_by_validation(heads, X_val, y_val)
         floored = [h for h in floored if h in self._scored_heads(per_head)]  # only heads the score uses
         if floored and c.score_norm == "standardize":
             warnings.warn(f"score_norm='standardize': head(s) {', '.join(floored)} scored the {len(ref)} reference "
@@ -354,6 +366,21 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         self.threshold_ = threshold_at(scores, c.contamination)
         self.offset_ = self.threshold_
         return self
+
+    def _heads_by_validation(self, heads, X_val: torch.Tensor, y_val: np.ndarray) -> tuple[tuple, dict]:
+        """(heads with the best validation AUROC among `validation_candidates(heads)`, candidate -> AUROC).
+
+        Each candidate is scored as score_samples would score it (eq. 6 with score_norm); the
+        dropped heads stay trained, and score_tasks still reports them.
+        """
+        from .metrics import auroc
+
+        per_head = self._head_scores(X_val)
+        c = self.config_
+        candidates = dict(validation_candidates(heads))
+        aurocs = {name: auroc(y_val, combine_heads(per_head, hs, norm=c.score_norm, counts=self.head_counts_,
+                                                   stats=self.head_stats_)) for name, hs in candidates.items()}
+        return candidates[choose_on_validation(aurocs)], aurocs
 
     def _record_final_diagnostic(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
         """The diagnostic of the network that is scored: held-out head accuracies after BatchNorm recalibration.
@@ -452,6 +479,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
             "head_counts": self.head_counts_,
             "head_verdicts": self.head_verdicts_,
             "selected_heads": list(self.selected_heads_),
+            "head_selection_auroc": getattr(self, "head_selection_auroc_", {}),
             "threshold_source": getattr(self, "threshold_source_", None),
             "n_threshold_images": getattr(self, "n_threshold_images_", None),
             "history": getattr(self, "history_", []),
@@ -536,6 +564,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         det.head_counts_ = fitted["head_counts"]
         det.head_verdicts_ = fitted.get("head_verdicts", {})
         det.selected_heads_ = tuple(fitted.get("selected_heads") or config.heads_for_score)
+        det.head_selection_auroc_ = fitted.get("head_selection_auroc", {})
         det.threshold_source_ = fitted.get("threshold_source")  # None in older files: unknown, no warning
         det.n_threshold_images_ = fitted.get("n_threshold_images")
         det.history_ = fitted.get("history", [])

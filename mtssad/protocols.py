@@ -74,8 +74,10 @@ def metrics_of_scores(det, score, heads: dict, is_normal_test, *, labels_test=No
     row.update(score_seconds=score_seconds, n_test=len(score))
     for h, s in heads.items():
         row[f"auroc_head_{h}"] = auroc(is_normal_test, s)
-    if getattr(det, "head_verdicts_", None):  # head_selection="diagnostic": which heads the score used
-        row["selected_heads"] = ",".join(det.selected_heads_)
+    if getattr(det, "head_verdicts_", None) or getattr(det, "head_selection_auroc_", None):
+        row["selected_heads"] = ",".join(det.selected_heads_)  # head_selection: which heads the score used
+    for name, a in (getattr(det, "head_selection_auroc_", None) or {}).items():  # "validation": what it rested on
+        row[f"val_auroc_heads_{name}"] = a
     scores = {"index": np.arange(len(score)), "is_normal": np.asarray(is_normal_test, bool), "score": score}
     if labels_test is not None:
         scores["label"] = np.asarray(labels_test)

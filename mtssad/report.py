@@ -22,7 +22,8 @@ from .errors import OutputDirError
 from .paper import CITATION, paper_auroc, paper_siwm
 from .results import HEAD_PREFIX, ResultsStore, atomic_write_bytes, file_name, read_scores_file, run_name
 
-__all__ = ["BELOW_PAPER", "MARKER", "plot_roc", "plot_task_curves", "render_report", "task_table", "task_verdicts"]
+__all__ = ["BELOW_PAPER", "MARKER", "chosen_table", "plot_roc", "plot_selection", "plot_task_curves", "render_report",
+           "task_table", "task_verdicts"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,73 @@ def plot_task_curves(history: list[dict], path, title: str = "") -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def config_name(r: dict) -> str:
+    """A sweep row's config in a few characters: '2x2 k3', 'no jigsaw' (the task search's geometric heads), or '-'."""
+    if not pd.isna(r.get("grid")) and r.get("grid"):
+        return f"{r['grid']} k{int(r['k'])}"
+    heads = r.get("heads")
+    if isinstance(heads, str) and "jigsaw" not in heads.split(",") and _true(r.get("task_search")):
+        return "no jigsaw"
+    return "-"
+
+
+def _true(x) -> bool:
+    """A stored flag that is set and true (None, NaN and pandas' NA are not)."""
+    return x is not None and not (isinstance(x, float) and math.isnan(x)) and x is not pd.NA and bool(x)
+
+
+def plot_selection(g: pd.DataFrame, path, title: str = "") -> Path:
+    """Validation AUROC of every searched config (columns) per normal class (rows), the chosen one boxed -> PNG.
+
+    g: one method's sweep rows (normal_class, val_auroc, selected, grid, k, heads, task_search).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    g = g.assign(_cfg=[config_name(r) for r in g.to_dict("records")])
+    classes = list(dict.fromkeys(g["normal_class"]))
+    configs = list(dict.fromkeys(g["_cfg"]))
+    grid = g.pivot_table(index="normal_class", columns="_cfg", values="val_auroc", aggfunc="mean")
+    grid = grid.reindex(index=classes, columns=configs) * 100
+    fig = Figure(figsize=(1.2 + 0.9 * len(configs), min(1.6 + 0.32 * len(classes), 30)))
+    ax = fig.subplots()
+    im = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="viridis")
+    for i in range(len(classes)):
+        for j in range(len(configs)):
+            v = grid.iat[i, j]
+            if not pd.isna(v) and len(classes) <= 40:  # numbers while they stay legible
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize="x-small",
+                        color="k" if im.norm(v) > 0.6 else "w")
+    for r in g[g["selected"].fillna(False).astype(bool)].to_dict("records"):
+        ax.add_patch(Rectangle((configs.index(r["_cfg"]) - 0.5, classes.index(r["normal_class"]) - 0.5), 1, 1,
+                               fill=False, ec="red", lw=2))
+    ax.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize="small")
+    ax.set_yticks(range(len(classes)), [str(c) for c in classes], fontsize="small")
+    ax.set(xlabel="config (red box: chosen on validation)", ylabel="normal class", title=title)
+    fig.colorbar(im, ax=ax, label="validation AUROC %")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def chosen_table(g: pd.DataFrame) -> str:
+    """Markdown: per (normal class, method, seed) of a sweep, the config chosen on validation, its heads, whether
+    the jigsaw head was kept (task search), the margin over the runner-up, and its validation and test AUROC."""
+    rows = []
+    for (c, m, seed), rs in g.groupby(["normal_class", "method", "seed"], sort=False, dropna=False):
+        sel = rs[rs["selected"].fillna(False).astype(bool)]
+        if sel.empty:
+            continue
+        r = sel.iloc[0].to_dict()
+        others = rs.drop(sel.index)["val_auroc"].dropna()
+        margin = f"{100 * (r['val_auroc'] - others.max()):+.1f}" if len(others) else "–"
+        kept = r.get("jigsaw_kept")
+        kept = "–" if kept is None or pd.isna(kept) else ("yes" if kept else "no")
+        rows.append([c, m, _str(seed), config_name(r), _str(r.get("heads")), kept, len(rs), margin,
+                     _pct(r.get("val_auroc")), _pct(r.get("auroc"))])
+    return _md(["normal class", "method", "seed", "chosen config", "heads", "jigsaw kept", "configs searched",
+                "val margin over next", "val AUROC", "test AUROC"], rows)
 
 
 # ---------------------------------------------------------------- task diagnostic
@@ -232,7 +300,11 @@ def _head_table(g: pd.DataFrame) -> str | None:
 
 
 def _trials_table(g: pd.DataFrame) -> str:
-    cols = [c for c in ("normal_class", "method", "grid", "k", "seed", "val_auroc", "auroc", "selected") if c in g]
+    if "heads" in g:  # the task search's configs: the heads tell them apart (grid and k are empty)
+        g = g.assign(heads=[_str(h) if _true(r.get("task_search")) else "–" for h, r in
+                            zip(g["heads"], g.to_dict("records"))])
+    cols = [c for c in ("normal_class", "method", "grid", "k", "heads", "seed", "val_auroc", "auroc", "selected")
+            if c in g]
     rows = [[("✔" if _str(x) == "True" else "") if c == "selected" else _pct(x) if c in ("val_auroc", "auroc")
              else _str(x) for c, x in zip(cols, r)] for r in g[cols].itertuples(index=False)]
     return _md([c.replace("auroc", "AUROC") for c in cols], rows)
@@ -349,8 +421,21 @@ def render_report(outdir, *, plots: bool = True) -> Path:
         if heads:
             lines += ["### AUROC of each head's score alone (mean over classes)", "", heads, ""]
         if has_sweep:
-            lines += ["### Sweep trials (chosen on validation data, never on test)", "",
-                      _trials_table(g[g["selected"].notna()]), ""]
+            sweep = g[g["selected"].notna()]
+            lines += ["### Chosen per class on validation data (never on test)", "", chosen_table(sweep), ""]
+            if plots:
+                links = []
+                for m, gm in sweep.groupby("method", sort=False):
+                    if gm.groupby("normal_class").size().max() < 2:
+                        continue  # one config per class: nothing was searched
+                    ident = [dataset, None if pd.isna(data) else data, split, m]
+                    png = store.outdir / "plots" / f"{file_name(['selection', dataset, split, m], ident)}.png"
+                    plot_selection(gm, png, f"{dataset} / {m}: validation AUROC per config")
+                    links.append(f"[{m}]({png.relative_to(store.outdir).as_posix()})")
+                if links:
+                    lines += ["Validation AUROC across the searched configs (grid x k, and 'no jigsaw' = the "
+                              "geometric heads alone): " + ", ".join(links), ""]
+            lines += ["### Sweep trials (chosen on validation data, never on test)", "", _trials_table(sweep), ""]
         if plots:
             links = _roc_plots(store, main, dataset, split, data)
             if links:

@@ -64,3 +64,30 @@ def test_config_chosen_on_validation_never_reads_test_auroc():
     chosen = ablation.chosen_on_validation(pd.DataFrame(ours + alt), ["ours[k12]"])
     assert list(chosen["chosen"]) == ["ours[k12]", "ours"] and list(chosen["auroc"]) == [0.5, 0.6]
     assert set(chosen["method"]) == {"ours[val]"} and list(chosen["train_seconds"]) == [20.0, 20.0]
+
+
+def test_tasks_chosen_on_validation_row_from_stored_rows(tmp_path, monkeypatch):
+    """--rows: ours[tasks] picks ours or geometric per (class, seed) by val_auroc, never by test; paired
+    differences and the jigsaw-kept count follow; nothing is run."""
+    def rows(method, val, test, seed):
+        return [{"dataset": "toy", "normal_class": c, "method": method, "seed": seed, "auroc": t, "val_auroc": v,
+                 "train_seconds": 10.0, "score_seconds": 1.0, "data": "{}", "config": json.dumps({"method": method})}
+                for c, v, t in zip("ab", val, test)]
+    # class a: ours higher on validation (kept), lower on test; class b: geometric higher on validation
+    frame = pd.DataFrame(rows("ours", [0.9, 0.5], [0.6, 0.5], 0) + rows("geometric", [0.8, 0.7], [0.9, 0.8], 0)
+                         + rows("ours", [0.9, 0.5], [0.7, 0.5], 1) + rows("geometric", [0.8, 0.7], [0.9, 0.9], 1))
+    path = tmp_path / "rows.parquet"
+    frame.to_parquet(path)
+    monkeypatch.setattr(ablation, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    args = ablation.parse_args(["--dataset", "toy", "--methods", "ours", "geometric", "--rows", str(path), "--tag", "t"])
+    assert ablation.run(args) == 0
+    summary = json.loads((tmp_path / "results" / "ablation_toy_t.json").read_text())
+    tv = summary["tasks_chosen_on_validation"]
+    assert tv["jigsaw_kept"] == 2 and tv["pairs"] == 4 and tv["jigsaw_kept_per_class"] == {"a": 2, "b": 0}
+    np.testing.assert_allclose(tv["per_seed"], [(60 + 80) / 2, (70 + 90) / 2])  # test AUROC of the val choice
+    np.testing.assert_allclose(tv["minus_ours"]["per_seed"], [15.0, 20.0])
+    np.testing.assert_allclose(tv["minus_geometric"]["per_seed"], [-15.0, -10.0])
+    assert tv["val_ranks_as_test"] == 2  # class b: validation and test agree; class a: they disagree
+    md = (tmp_path / "results" / "ablation_toy_t.md").read_text()
+    assert "ours, tasks chosen on validation" in md and "| ours[tasks] |" in md

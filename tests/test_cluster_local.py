@@ -152,7 +152,7 @@ def test_interrupted_sweep_resumes_from_s3_and_ray_data_scores_there(root, moto_
     sweep = ["sweep", "--dataset", "digits", "--side", "16", "--classes", "0", "1", "--grid-search", "2x2",
              "--k-search", "3", "4", "--backbone", "wrn-10-1", "--epochs", "1", "--min-steps", "0",
              "--batch-size", "16", "--num-workers", "1", "--local", "--num-cpus", "2", "--storage-path", storage,
-             "--experiment-name", "s3sweep", "--out", str(out)]
+             "--experiment-name", "s3sweep", "--out", str(out), "--no-task-search"]  # grid x k only: 2 configs a class
     first = _run([sys.executable, str(SCRIPT_DIR / "s3_sweep_run.py"), "crash", "1", "--", *sweep], env, timeout=900)
     assert json.loads(first.stdout.strip().splitlines()[-1])["exit"] == 6, first.stdout[-3000:]  # EXIT_INCOMPLETE
     assert not any(k.startswith(f"{prefix}/s3sweep-results/") for k in moto_s3.keys(prefix + "/"))  # nothing published
@@ -326,7 +326,7 @@ def test_cub200_sweep_job_on_the_simulated_cluster(root, moto_s3):
                sys.executable, str(ch.ROOT / "ray_jobs" / "cub200_sweep.py"), "--data-root", str(data), "--storage-path", storage,
                "--out", str(out_dir), "--use-gpu", "--gpus-per-trial", "1", "--backbone", "wrn-10-1", "--side", "16",
                "--epochs", "1", "--min-steps", "1", "--batch-size", "8", "--grid-search", "2x2", "--k-search", "3",
-               "--device", "cpu", "--quiet"]
+               "--device", "cpu", "--quiet", "--no-task-search"]  # one config per class (the task search adds one)
         head_id = ch.list_nodes(head)[0]["node_id"]
         job = _run(cmd, head.env | {"RAY_AUTH_MODE": "token"}, timeout=3300)
         print(job.stdout[-3000:])

@@ -113,7 +113,7 @@ class _Stop(Exception):
 
 def test_class_trial_resumed_from_its_checkpoint_retrains_no_finished_config(digits16, tmp_path, monkeypatch):
     """The trial body without Ray: 3 configs, interrupted after the 2nd report, restored from the saved
-    checkpoint files: only the 3rd config is fitted; the test split was scored for each new best only."""
+    checkpoint files: only the 3rd config is fitted; the test split is scored once, for the best config."""
     from mtssad.detector import MultiTaskDetector
     from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
 
@@ -136,7 +136,9 @@ def test_class_trial_resumed_from_its_checkpoint_retrains_no_finished_config(dig
     assert fits == [2, 3]
     state = TrialState.load(str(saved))
     assert [r["k"] for r in state.rows] == [2, 3] and state.starts == 1 and state.fits == 2
-    assert len(json.dumps(state.rows)) < 20_000  # rows are a few KB; no weights in the checkpoint
+    assert len(json.dumps(state.rows)) < 20_000  # rows are a few KB
+    assert not any(r["test_scored"] for r in state.rows)  # not the last config yet: no test pass
+    assert (saved / "best_detector.pt").stat().st_size < 2_000_000  # the best's WRN-10-1 detector file
     reports = []
     state = run_class_configs(task, digits16, s, state, device="cpu", trial_id="t0",
                               report=lambda row, st: reports.append(row))
@@ -144,9 +146,9 @@ def test_class_trial_resumed_from_its_checkpoint_retrains_no_finished_config(dig
     assert [r["k"] for r in state.rows] == [2, 3, 4] and [r["k"] for r in reports] == [4]
     assert [r["trial_start"] for r in state.rows] == [0, 0, 1] and [r["fit_index"] for r in state.rows] == [0, 1, 2]
     vals = [r["val_auroc"] for r in state.rows]
-    best_so_far = [i == 0 or v > max(vals[:i]) for i, v in enumerate(vals)]
-    assert [r["test_scored"] for r in state.rows] == best_so_far  # test split scored for each new best only
     best = max(range(3), key=lambda i: (vals[i], -i))
+    assert [r["test_scored"] for r in state.rows] == [i == best for i in range(3)]  # test scored once: the best
+    assert state.rows[best]["test_scored_from"] == ("memory" if best == 2 else "checkpoint")
     assert json.loads(state.best_name)[3] == state.rows[best]["config"]
     assert len(state.best_scores) == len(digits16.test_images) and state.best_history
     for r in state.rows:
@@ -243,6 +245,7 @@ def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_config
     assert args.min_steps == DetectorConfig().min_steps == build_parser().parse_args(["evaluate"]).min_steps == 300
     assert args.test_all_configs is False and args.epochs == 10
     assert build_parser().parse_args(["sweep", "--test-all-configs"]).test_all_configs
+    assert args.task_search is True and build_parser().parse_args(["sweep", "--no-task-search"]).task_search is False
 
 
 def test_score_all_test_gives_every_config_a_test_row(digits16):
@@ -267,6 +270,9 @@ def test_num_workers_two_trains_each_config_with_ddp_inside_the_class_trial(ray_
     runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())  # one TorchTrainer run per config
     assert len(runs) == 2 and all(r.endswith(("k2", "k3")) for r in runs)
     assert {r["scored_on"] for r in rows} == {"ddp rank 0"}
+    sel = next(r for r in rows if r["selected"])  # test once: rank 0's test scores of the best, attached at the end
+    assert [r["test_scored"] for r in rows] == [r["selected"] for r in rows]
+    assert sel["test_scored_from"] == "ddp rank 0" and 0 <= sel["auroc"] <= 1
 
 
 @pytest.mark.ray

@@ -195,3 +195,25 @@ def test_render_report_ood_row_gets_table6_figure(tmp_path):
 
 def test_render_report_empty(tmp_path):
     assert "No results yet." in render_report(tmp_path).read_text()
+
+
+def test_render_report_shows_the_chosen_config_and_heads_per_class_and_a_selection_plot(tmp_path):
+    """A task-search sweep: class 0 kept the jigsaw head (2x2 k3 chosen), class 1 chose the geometric heads alone."""
+    store = ResultsStore(tmp_path)
+    geo, allh = "vertical,horizontal,rotation", "vertical,horizontal,rotation,jigsaw"
+    rows = []
+    for c, vals, chosen in (("0", (0.91, 0.85, 0.88), 0), ("1", (0.70, 0.72, 0.80), 2)):
+        for i, (grid, k, heads) in enumerate((("2x2", 3, allh), ("3x3", 3, allh), (None, None, geo))):
+            rows.append(make_row(normal_class=c, auroc=0.5 + i / 10, val_auroc=vals[i], selected=i == chosen,
+                                 grid=grid, k=k, heads=heads, task_search=True,
+                                 jigsaw_kept=("jigsaw" in heads) if i == chosen else None,
+                                 config={"method": "ours", "grid": grid, "k": k, "tasks": heads.split(",")}))
+    store.append(rows)
+    text = render_report(tmp_path).read_text()
+    assert "Chosen per class on validation data" in text
+    assert f"| 0 | ours | 0 | 2x2 k3 | {allh} | yes | 3 | +3.0 | 91.0 | 50.0 |" in text
+    assert f"| 1 | ours | 0 | no jigsaw | {geo} | no | 3 | +8.0 | 80.0 | 70.0 |" in text
+    assert f"| 1 | ours | – | – | {geo} | 0 | 80.0 | 70.0 | ✔ |" in text  # the trials table names the heads
+    pngs = list((tmp_path / "plots").glob("selection_*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes().startswith(PNG_MAGIC)
+    assert f"({pngs[0].relative_to(tmp_path).as_posix()})" in text

@@ -74,7 +74,12 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true",
                    help="restore an interrupted sweep: finished configs are not retrained")
     g.add_argument("--test-all-configs", action="store_true",
-                   help="score the test split for every config (default: only each class's best on validation so far)")
+                   help="score the test split for every config (default: only the config chosen on validation, once "
+                        "at the end of its class trial)")
+    g.add_argument("--task-search", action=argparse.BooleanOptionalAction, default=True,
+                   help="search the task set too: per class, `ours` also trains its geometric heads alone (no jigsaw), "
+                        "and validation chooses between them and the (grid, k) configs; the selected row's jigsaw_kept "
+                        "says which won (default: on; --no-task-search: grid and k only)")
     add_ray_args(p)  # the step budget (--min-steps, 300) is evaluate's: a sweep trains each config as evaluate does
 
 
@@ -216,6 +221,7 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
             name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
             max_failures=args.max_failures, out=args.out, verbose=1 if verbose else 0,
             score_all_test=getattr(args, "test_all_configs", False),
+            task_search=getattr(args, "task_search", True),
             driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
         )
     print(classes_summary(rows))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..diagnostic import AUROC_TIE as TIE  # one tie rule for configs and head sets
+
 VAL_ANOMALY_RATIO = 5  # anomalies per held-out normal in the selection set: AUROC's error shrinks with both sides
 VAL_MAX_ANOMALIES = 1000  # bounds the scoring cost per config on large data sets (CIFAR: 1000 held-out normals)
 
@@ -48,7 +50,6 @@ def selection_set(train_images: np.ndarray, train_labels: np.ndarray, normal_cla
     return X_sel, y_sel
 
 
-TIE = 1e-9  # AUROCs closer than this are equal: one rank statistic summed in another order differs in the last bit
 
 
 def select_by_validation(rows: list[dict], by=("dataset", "normal_class", "method")) -> list[dict]:
@@ -65,3 +66,61 @@ def select_by_validation(rows: list[dict], by=("dataset", "normal_class", "metho
 def is_better(val_auroc: float, best: float | None) -> bool:
     """The rule of `select_by_validation` and the class trials: better by more than TIE (first wins ties), NaN never."""
     return val_auroc == val_auroc and (best is None or val_auroc > best + TIE)
+
+
+def mark_jigsaw_kept(rows: list[dict]) -> list[dict]:
+    """Set `jigsaw_kept` on the selected rows of class trials that searched the task set (`task_search`):
+    True when the chosen config trained the jigsaw head, False when its geometric heads alone won. Other rows
+    get no such key (a column first written all-null would be typed float64 in results.parquet)."""
+    out = []
+    for r in rows:
+        r = {k: v for k, v in r.items() if k != "jigsaw_kept"}
+        if r.get("selected") and r.get("task_search"):
+            r["jigsaw_kept"] = "jigsaw" in str(r.get("heads") or "").split(",")
+        out.append(r)
+    return out
+
+
+def tasks_chosen_on_validation(frame, *, label: str = "ours[tasks]"):
+    """The row "ours, tasks chosen on validation": per (dataset, class, seed, data selection), the candidate with
+    the best val_auroc among `ours` with its jigsaw head and ours without it. Test AUROC is never read.
+
+    frame: a DataFrame of result rows with val_auroc. Candidates with the jigsaw head: method "ours" whose heads
+    include jigsaw (rows without a `heads` column: all of ours); without it: method "geometric" (`mtssad evaluate`
+    rows) or ours rows whose heads lack jigsaw (the sweep's task search). Ties go to the jigsaw candidate
+    listed first (the paper's method). Groups without both kinds are skipped. The returned rows are copies of the
+    chosen candidate with method=`label`, `chosen` ("ours" or "geometric"), `jigsaw_kept`, the margin
+    `val_auroc_jigsaw_minus_geometric`, and train/score seconds summed over the candidates (choosing needs all).
+    """
+    import pandas as pd
+
+    if "val_auroc" not in frame:
+        raise ValueError("tasks_chosen_on_validation: the rows have no val_auroc column (validation AUROC)")
+    df = frame.copy()
+    heads = df["heads"] if "heads" in df else pd.Series(None, index=df.index, dtype=object)
+    has_jig = heads.map(lambda h: h is None or (isinstance(h, float) and h != h) or "jigsaw" in str(h).split(","))
+    kind = pd.Series(None, index=df.index, dtype=object)
+    kind[(df["method"] == "ours") & has_jig] = "ours"
+    kind[(df["method"] == "geometric") | ((df["method"] == "ours") & ~has_jig)] = "geometric"
+    df = df.assign(_kind=kind)[kind.notna()]
+    keys = [k for k in ("dataset", "normal_class", "seed", "data") if k in df]
+    out = []
+    for _, g in df.groupby(keys, dropna=False, sort=False):
+        if set(g["_kind"]) != {"ours", "geometric"}:
+            continue
+        g = g.sort_values("_kind", key=lambda k: k.map({"ours": 0, "geometric": 1}), kind="stable")
+        best_i, best = None, None
+        for i, v in zip(g.index, g["val_auroc"]):
+            if is_better(v, best):
+                best_i, best = i, v
+        if best_i is None:  # every candidate's val_auroc NaN: no choice
+            continue
+        row = g.loc[best_i].drop("_kind").to_dict()
+        top = {k: g.loc[g["_kind"] == k, "val_auroc"].max() for k in ("ours", "geometric")}
+        row.update(method=label, chosen=g.at[best_i, "_kind"], jigsaw_kept=g.at[best_i, "_kind"] == "ours",
+                   val_auroc_jigsaw_minus_geometric=float(top["ours"] - top["geometric"]))
+        for col in ("train_seconds", "score_seconds"):
+            if col in g:
+                row[col] = float(g[col].sum())
+        out.append(row)
+    return pd.DataFrame(out)

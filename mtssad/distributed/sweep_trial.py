@@ -10,15 +10,28 @@ scores the selection set and test split on the workers' device), scored on the s
 and reported as one row (`ray.tune.report`). No TorchTrainer,
 no per-config process start.
 
-Test scoring: the test split is scored when a config becomes the best on validation so far
-(or for every config with `score_all_test`), so the checkpoint always holds the test row and
-the per-image scores of the current best: a resumed trial never needs a model it no longer
-has, and never retrains a finished config. (Configs come in a fixed order, so a class of n
-configs scores its test split about H_n = 1 + 1/2 + ... + 1/n times: 2.8 for 9 configs.)
+Test scoring, once per class trial: the trial keeps the best-on-validation config's fitted
+detector (in memory, and its detector file in the checkpoint: `MultiTaskDetector.to_bytes`, 0.3 MB
+for WRN-10-1, ~11 MB for WRN-16-4) and scores the test split for that config alone, after its
+last config, before reporting it. A restored trial that finishes with a best config trained
+before the restart loads its weights from the checkpoint (`test_scored_from="checkpoint"`), so
+it never retrains a finished config. `score_all_test` scores every config (studies). Before,
+the test split was scored at every new best: H_n = 1 + 1/2 + ... + 1/n times for n configs.
 
-Checkpoint (a few KB of rows, plus the best config's per-image test scores and history;
-never model weights): rows.json (every finished config's row), state.json (counters),
-best_scores.parquet, best_history.json. A resumed trial reads it and continues at the next
+DDP mode (num_workers >= 2): rank 0 scores the selection set and the test split of every config
+on the workers' device (the trial reserved driver CPUs only, so it scores nothing itself, and
+which config wins is known only after validation); the trial keeps the best config's test
+scores (checkpointed), not its weights, and attaches them to the best row at the end
+(`test_scored_from="ddp rank 0"`). The test pass per config stays on the workers: simplest,
+and correct on resume.
+
+Task search (`sweep_space`, on by default for `mtssad sweep`): a config may carry `tasks` (the
+geometric heads alone); rows record the heads each config trained (`heads`) and whether the
+trial searched the task set (`task_search`).
+
+Checkpoint: rows.json (every finished config's row), state.json (counters, the best's test
+metrics in DDP mode), best_scores.parquet, best_history.json, best_detector.pt (the best
+config's detector file, in-process mode). A resumed trial reads it and continues at the next
 config. Every row records `trial_start` (0 = first start of this trial, 1 = after one
 restore, ...) and `fit_index` (the how-many-th fit of this trial it was): a finished config
 retrained would show up as a second row or as more fits than configs. `node_id` is the Ray node
@@ -41,7 +54,7 @@ from .sweep_space import grid_tuple
 
 CONFIG_KEY = "detector_config"  # the row's `config` column travels under this name through Tune
 ROWS_FILE, STATE_FILE = "rows.json", "state.json"
-BEST_SCORES, BEST_HISTORY = "best_scores.parquet", "best_history.json"
+BEST_SCORES, BEST_HISTORY, BEST_DETECTOR = "best_scores.parquet", "best_history.json", "best_detector.pt"
 
 
 @dataclass
@@ -53,7 +66,7 @@ class SweepSettings:
     val_fraction: float = 0.2  # share of the normal class's training images held out for validation
     val_anomaly_ratio: float = VAL_ANOMALY_RATIO  # selection-set anomalies per held-out normal (selection.py)
     val_max_anomalies: int = VAL_MAX_ANOMALIES  # cap on those anomalies (scoring cost per config)
-    score_all_test: bool = False  # score the test split for every config, not only each new best (slower; for studies)
+    score_all_test: bool = False  # score the test split for every config, not only the best once at the end (slower; for studies)
     mode: str = IN_PROCESS  # "in_process" (fit in the trial) or "ddp" (train_detector_ddp per config)
     num_workers: int = 1  # DDP workers per config in "ddp" mode
     use_gpu: bool = False  # DDP workers on GPUs ("ddp" mode; in-process trials use the GPU Tune gave them)
@@ -76,14 +89,30 @@ class TrialState:
     starts: int = 0  # how many times this trial has started (restores + 1)
     fits: int = 0  # fits run by this trial over all its starts
     best_name: str | None = None  # row_key text of the best config so far (whose scores/history are kept)
-    best_scores: object = None  # pandas DataFrame of the best config's per-image test scores
+    best_scores: object = None  # pandas DataFrame of the best config's per-image test scores (once scored)
     best_history: list | None = None  # its per-epoch training history
+    best_detector: bytes | None = None  # its detector file (to_bytes), so a restored trial can still score test
+    best_test: dict | None = None  # DDP mode: its test metrics from rank 0's scores, attached to its row at the end
+    best_model: object = field(default=None, repr=False)  # the fitted best detector in memory (not checkpointed)
+
+    def best_index(self) -> int | None:
+        """Index in rows of the best config so far (None before the first)."""
+        from ..results import row_key
+
+        for i, r in enumerate(self.rows):
+            if json.dumps(list(row_key(r))) == self.best_name:
+                return i
+        return None
 
     def save(self, d: str) -> None:
         with open(os.path.join(d, ROWS_FILE), "w") as f:
             json.dump(self.rows, f, default=_json_default)
         with open(os.path.join(d, STATE_FILE), "w") as f:
-            json.dump({"starts": self.starts, "fits": self.fits, "best_name": self.best_name}, f)
+            json.dump({"starts": self.starts, "fits": self.fits, "best_name": self.best_name,
+                       "best_test": self.best_test}, f, default=_json_default)
+        if self.best_detector is not None:
+            with open(os.path.join(d, BEST_DETECTOR), "wb") as f:
+                f.write(self.best_detector)
         if self.best_scores is not None:
             self.best_scores.to_parquet(os.path.join(d, BEST_SCORES), index=False)
         if self.best_history is not None:
@@ -99,11 +128,14 @@ class TrialState:
         with open(os.path.join(d, STATE_FILE)) as f:
             st = json.load(f)
         scores = pd.read_parquet(os.path.join(d, BEST_SCORES)) if os.path.exists(os.path.join(d, BEST_SCORES)) else None
-        history = None
+        history = detector = None
         if os.path.exists(os.path.join(d, BEST_HISTORY)):
             with open(os.path.join(d, BEST_HISTORY)) as f:
                 history = json.load(f)
-        return cls(rows, st["starts"], st["fits"], st.get("best_name"), scores, history)
+        if os.path.exists(os.path.join(d, BEST_DETECTOR)):
+            with open(os.path.join(d, BEST_DETECTOR), "rb") as f:
+                detector = f.read()
+        return cls(rows, st["starts"], st["fits"], st.get("best_name"), scores, history, detector, st.get("best_test"))
 
     @classmethod
     def from_checkpoint(cls, checkpoint) -> "TrialState":
@@ -122,8 +154,15 @@ def _json_default(o):
 
 
 def config_id(row_or_cfg: dict) -> tuple:
-    """(grid, k) of a config spec or a row: what identifies a config inside its class trial."""
-    return row_or_cfg.get("grid"), row_or_cfg.get("k")
+    """(grid, k, heads or None) of a config spec or a row: what identifies a config inside its class trial.
+
+    The heads count only for the task search's configs (spec `tasks`, row `task_config`), so rows
+    checkpointed before the task search keep their identity.
+    """
+    tasks = row_or_cfg.get("tasks") if "tasks" in row_or_cfg else row_or_cfg.get("task_config")
+    if tasks and not isinstance(tasks, str):
+        tasks = ",".join(tasks)
+    return row_or_cfg.get("grid"), row_or_cfg.get("k"), tasks or None
 
 
 def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel):
@@ -155,13 +194,13 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
 
     The body of a class trial without Ray (report is `ray.tune.report` glue in `class_trial`).
     node_id: the Ray node the trial runs on, recorded in each row (which node trained which config).
+    The best config's test row is added to state.rows before the last config is reported (module notes).
     """
     import pandas as pd
 
     from ..methods import METHODS, make_method
     from ..metrics import auroc
-    from ..protocols import (PROTOCOL_PARAMS, data_identity, describe_config, metrics_of_scores, one_vs_all_data,
-                             score_fitted, score_with_heads)
+    from ..protocols import PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_with_heads
     from ..results import row_key
 
     ds, c, method = dataset, task["normal_class"], task["method"]
@@ -171,25 +210,28 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
     X_sel, y_sel = selection_set(ds.train_images, ds.train_labels, c, d.X_val, d.y_val, seed=s.seed,
                                  ratio=s.val_anomaly_ratio, max_anomalies=s.val_max_anomalies)
     data = json.dumps(data_identity(ds, val_fraction=s.val_fraction), sort_keys=True)  # the rows' data selection
+    task_search = any(cfg.get("tasks") for cfg in task["configs"])
     done = {config_id(r) for r in state.rows}
+    todo = [cfg for cfg in task["configs"] if config_id(cfg) not in done]
     best = None
     for r in state.rows:
         if is_better(r["val_auroc"], best):
             best = r["val_auroc"]
     fits_now = 0
-    for cfg in task["configs"]:
-        if config_id(cfg) in done:
-            continue
+    for j, cfg in enumerate(todo):
         if s.crash_after_configs is not None and start_no == 0 and fits_now >= s.crash_after_configs:
             raise TrialDrill(f"fault drill: class trial {trial_id} stops after {fits_now} config(s)")
         t0 = time.perf_counter()
         params = dict(s.params, seed=s.seed, **PROTOCOL_PARAMS)  # fitted as `mtssad evaluate` fits
         if cfg["grid"] is not None:
             params.update(grid=grid_tuple(cfg["grid"]), k=cfg["k"])
+        if cfg.get("tasks"):
+            params["tasks"] = tuple(cfg["tasks"])
         if METHODS[method].neural:
             params["device"] = device  # the trial's own device, whatever params said
         det = make_method(method, **params)
-        det, scored = _fit(det, method, d, s, name=f"train-{trial_id}-{cfg['grid']}-k{cfg['k']}", X_sel=X_sel)
+        name = f"train-{trial_id}-{cfg['grid']}-k{cfg['k']}" + ("-no-jigsaw" if cfg.get("tasks") else "")
+        det, scored = _fit(det, method, d, s, name=name, X_sel=X_sel)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         val_auroc = auroc(y_sel, scored.scores["selection"] if scored else score_with_heads(det, X_sel)[0])
@@ -198,34 +240,93 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
             val_s += scored.set_seconds.get("selection", 0.0)
             fit_s -= sum(scored.set_seconds.values())
         row = describe_config(method, params, det)
+        heads = getattr(getattr(det, "config_", None), "tasks", None)
         row.update(dataset=ds.name, normal_class=ds.class_names[c], seed=s.seed, split="test", data=data,
                    n_train=len(d.X_fit), n_val=len(y_sel), n_val_anomalies=int((y_sel == 0).sum()),
                    val_auroc=val_auroc, train_seconds=fit_s, val_seconds=val_s,
                    epochs_run=len(getattr(det, "history_", [])),
                    epochs_seconds=sum(h.get("seconds", 0.0) for h in getattr(det, "history_", [])), device=device, trial_id=trial_id,
                    node_id=node_id, trial_start=start_no, fit_index=state.fits, test_scored=False,
-                   scored_on="trial" if scored is None else "ddp rank 0")
+                   scored_on="trial" if scored is None else "ddp rank 0", task_search=task_search)
+        # Columns that apply to some rows only are left out of the others, never None: a results.parquet
+        # column first written all-null is typed float64, and a later string in it would not convert.
+        if heads:
+            row["heads"] = ",".join(heads)  # the heads this config trained
+        if cfg.get("tasks"):
+            row["task_config"] = ",".join(cfg["tasks"])  # the task search's config (config_id reads it)
         state.fits += 1
         fits_now += 1
         new_best = is_better(val_auroc, best)
-        if new_best or s.score_all_test:
-            if scored is None:
-                test_row, scores = score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
-            else:
-                test_row, scores = metrics_of_scores(det, scored.scores["test"], scored.head_scores["test"],
-                                                     d.is_normal_test, labels_test=ds.test_labels,
-                                                     score_seconds=scored.set_seconds.get("test", 0.0))
-            row.update(test_row, test_scored=True)
-            if new_best:
-                best = val_auroc
-                state.best_name = json.dumps(list(row_key(row)))
-                state.best_scores = pd.DataFrame(scores)
-                state.best_history = list(getattr(det, "history_", []))
-        del det
-        row["config_seconds"] = time.perf_counter() - t0  # the config's whole wall: fit, validation, test
+        test = None
+        if s.score_all_test or (new_best and scored is not None):  # DDP: rank 0 scored it already
+            test = _test_row(det, scored, d, ds)
+        if s.score_all_test:
+            row.update(test[0], test_scored=True, test_scored_from="each config")
+        row["config_seconds"] = time.perf_counter() - t0  # the config's whole wall: fit, validation (and test)
         state.rows.append(row)
+        if new_best:
+            best = val_auroc
+            state.best_name = json.dumps(list(row_key(row)))
+            state.best_history = list(getattr(det, "history_", []))
+            state.best_scores = pd.DataFrame(test[1]) if test is not None else None
+            state.best_test = test[0] if test is not None and scored is not None else None
+            keep = scored is None and not s.score_all_test  # its test pass is still to come, in this process
+            state.best_model = det if keep else None
+            state.best_detector = det.to_bytes() if keep and hasattr(det, "to_bytes") else None
+        del det
+        if j == len(todo) - 1:  # the trial's last config: the best is known, score its test split once
+            _finish_best(state, d, ds, device)
         report(row, state)
+    best_row = state.rows[state.best_index()] if state.best_name is not None else None
+    if best_row is not None and not best_row.get("test_scored"):  # restored after its last report, before the test
+        _finish_best(state, d, ds, device)
+        report(best_row, state)
+    state.best_model = None
     return state
+
+
+def _test_row(det, scored, d, ds) -> tuple[dict, dict]:
+    """(test metrics, per-image test scores) of one config: scored here, or from DDP rank 0's scores."""
+    from ..protocols import metrics_of_scores, score_fitted
+
+    if scored is None:
+        return score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
+    return metrics_of_scores(det, scored.scores["test"], scored.head_scores["test"], d.is_normal_test,
+                             labels_test=ds.test_labels, score_seconds=scored.set_seconds.get("test", 0.0))
+
+
+def _finish_best(state: TrialState, d, ds, device: str) -> None:
+    """Give the best config's row its test metrics (once per class trial), unless it has them.
+
+    In-process: scores the test split with the best detector, from memory or (after a restart)
+    from the detector file in the checkpoint. DDP mode: the test metrics rank 0 computed.
+    """
+    import pandas as pd
+
+    from ..protocols import score_fitted
+
+    i = state.best_index()
+    if i is None:  # every validation AUROC was NaN: nothing is selected, so nothing to test (select_by_validation)
+        return
+    row = state.rows[i]
+    if row.get("test_scored"):
+        return
+    if state.best_test is not None:  # DDP: rank 0 scored the test split when this config was fitted
+        row.update(state.best_test, test_scored=True, test_scored_from="ddp rank 0")
+        return
+    det, source = state.best_model, "memory"
+    if det is None:
+        if state.best_detector is None:
+            raise RuntimeError(f"class trial: the best config ({row.get('grid')} k={row.get('k')}) has neither "
+                               "weights in memory nor a detector file in the checkpoint; cannot score its test split")
+        from ..detector import MultiTaskDetector
+
+        det, source = MultiTaskDetector.load(state.best_detector, device=device), "checkpoint"
+    t0 = time.perf_counter()
+    test_row, scores = score_fitted(det, d.X_test, d.is_normal_test, labels_test=ds.test_labels)
+    row.update(test_row, test_scored=True, test_scored_from=source)
+    row["config_seconds"] = row.get("config_seconds", 0.0) + time.perf_counter() - t0
+    state.best_scores = pd.DataFrame(scores)
 
 
 def class_trial(config: dict, dataset=None, settings: SweepSettings | None = None) -> None:

@@ -9,7 +9,8 @@ class's (grid, k) configs one after another in its own process, on the device Tu
 (`tune.with_resources`, `{"CPU": c, "GPU": g}`, fractional g allowed: `resources.py`), and
 reports a row per config with a checkpoint of a few KB, so a restored trial continues at its
 next config. Selection is on validation data from the TRAINING split (`selection.py`); the
-test split is scored for each class's best config (every config with score_all_test). Per
+test split is scored once per class trial, for its best config (every config with score_all_test).
+With task_search, `ours` trials also train the geometric heads alone as one more config. Per
 (dataset, normal class, method) the best validation AUROC gets `selected=True`: its test
 metrics are the method's result, and its per-image scores and training history are written
 to `out` like `mtssad evaluate`'s, so `mtssad report` draws its ROC and task-suitability plots.
@@ -29,7 +30,7 @@ import numpy as np
 
 from .progress import make_progress_callback
 from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
-from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, select_by_validation
+from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, mark_jigsaw_kept, select_by_validation
 from .sweep_space import class_tasks, config_label, sweep_trials
 from .storage import absolute
 from .sweep_identity import check_resume_identity, save_identity, sweep_identity
@@ -65,7 +66,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
               out: str | None = None, verbose: int = 0, score_all_test: bool = False,
               val_anomaly_ratio: float = VAL_ANOMALY_RATIO, val_max_anomalies: int = VAL_MAX_ANOMALIES,
               reuse_actors: bool | None = None, crash_after_configs: int | None = None,
-              ray_train: bool = False) -> list[dict]:
+              ray_train: bool = False, task_search: bool = False) -> list[dict]:
     """Run (or resume) a sweep on the connected Ray cluster; return one result row per config.
 
     dataset: an `ImageDataset`. classes: normal class indices (None = all). params: DetectorConfig
@@ -80,6 +81,9 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     selected configs' per-image scores and histories to the ResultsStore at `out`, skipping rows
     it has. reuse_actors: None = True for in-process trials. crash_after_configs: fault drill.
     ray_train: every config through `train_detector_ddp` even with 1 worker (overhead benchmark).
+    task_search: `ours` also trains its geometric heads alone (no jigsaw) as one more config per class,
+    selected with the others on validation (sweep_space); the selected row's `jigsaw_kept` says which won.
+    Off here (today's search space for Python callers); `mtssad sweep` turns it on unless --no-task-search.
     Raises SweepIncomplete when a trial errored or the sweep was interrupted.
     """
     import ray
@@ -91,7 +95,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
         raise ValueError(f"a sweep selects on validation data: val_fraction must be in (0, 1); got {val_fraction}")
     specs, skipped = sweep_trials(classes, list(methods), list(grids), list(ks),
                                   image_side=tuple(dataset.train_images.shape[2:]), margin=params.get("margin", 2),
-                                  params=params)
+                                  params=params, task_search=task_search)
     for m, g, k, why in skipped:
         log.warning("skipping %s grid %s k %s: %s", m, g, k, why)
     if not specs:
@@ -161,8 +165,9 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
         raise SweepIncomplete(f"{len(specs) - n_done} of {len(specs)} configs did not finish ({'; '.join(problems[:5]) or 'not started'}); "
                               f"finished configs are kept in their trials' checkpoints: rerun the same command with --resume "
                               f"(resume=True in Python; same storage path and name) to run only the rest")
-    rows = select_by_validation(rows)
-    rows.sort(key=lambda r: (str(r["normal_class"]), r["method"], str(r.get("grid")), r.get("k") or 0))
+    rows = mark_jigsaw_kept(select_by_validation(rows))
+    rows.sort(key=lambda r: (str(r["normal_class"]), r["method"], str(r.get("grid")), r.get("k") or 0,
+                             str(r.get("task_config"))))
     if out is not None:
         write_sweep_outputs(rows, bests, out)
     return rows
@@ -186,7 +191,7 @@ def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
         state = bests.get(json.dumps(list(row_key(r))))
         if state is None or state.best_scores is None or not r.get("test_scored"):
             raise RuntimeError(f"selected config {r['normal_class']} / {r['method']} {config_label(r)} has no test "
-                               "scores in its trial's checkpoint (a bug: each new best is scored)")
+                               "scores in its trial's checkpoint (a bug: a trial scores its best once, before its last report)")
         save_run(store, RunOutput(r, state.best_scores, state.best_history or []))
         added += 1
     return added + write_rows([r for r in rows if not r["selected"]], out)
@@ -205,11 +210,13 @@ def write_rows(rows: list[dict], out) -> int:
 
 
 def classes_summary(rows: list[dict]) -> str:
-    """One line per selected row: class, method, chosen config, val and test AUROC."""
+    """One line per selected row: class, method, chosen config (and heads, with the task search), val and test AUROC."""
     lines = []
     for r in rows:
         if r.get("selected"):
             cfg = f" {r['grid']} k={r['k']}" if r.get("grid") else ""
+            if r.get("task_search"):
+                cfg += "" if r.get("jigsaw_kept") else " no jigsaw"
             lines.append(f"{r['normal_class']:>12} {r['method']:<10}{cfg:<10} val {r['val_auroc']:.3f}  "
                          f"test AUROC {r['auroc']:.3f}")
     return "\n".join(lines)
