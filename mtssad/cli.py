@@ -29,7 +29,9 @@ from .logs import LEVELS, bars_enabled
 
 log = logging.getLogger("mtssad.cli")  # also when run as `python -m mtssad.cli` (__main__)
 
-DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=300, out="runs/evaluate")  # fast on CPUs; the paper: wrn-16-4
+# Deliberate overrides of DetectorConfig's defaults for the command line: a CPU-sized backbone and epochs (the
+# paper: wrn-16-4, 15); min_steps None = the data set's budget (mtssad.data.default_min_steps).
+DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=None, out="runs/evaluate")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits") -> None:
@@ -66,7 +68,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, >= 1 (more when --min-steps needs them) (default: %(default)s)")
     g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
                    help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
-                        "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: %(default)s)")
+                        "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: the data set's "
+                        "budget, chosen on validation: digits 50, every other data set 300; docs/METHOD.md)")
     g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
     g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
@@ -111,7 +114,10 @@ def log_level_of(args) -> str:
 
 def method_params(args) -> dict:
     """DetectorConfig fields from the flags (non-neural methods ignore them)."""
-    params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=args.min_steps, batch_size=args.batch_size, lr=args.lr,
+    from .data import default_min_steps
+
+    min_steps = args.min_steps if args.min_steps is not None else default_min_steps(args.dataset)
+    params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=min_steps, batch_size=args.batch_size, lr=args.lr,
                   grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
                   head_selection=args.head_selection,
                   device=args.device, amp=args.amp, progress=bars_enabled())

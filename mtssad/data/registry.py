@@ -36,6 +36,21 @@ def dataset_names() -> list[str]:
     return sorted(DATASETS)
 
 
+# Training budgets (DetectorConfig.min_steps) that differ from the library's default, chosen per data set on
+# validation AUROC and wall time (benchmarks/results/budget_digits_glyphs.md). Fine-grained data needs the
+# default's 300 steps (glyphs: 64.9 -> 72.2 validation AUROC from 100 to 300 steps, and no early-stopping rule
+# kept up); digits is flat from a few dozen steps (97.2 at 100 vs 97.6 at 300; 96.7 at 12 in an older study),
+# so its fits train 50 steps: the quickstart sweep then takes minutes, not an hour, on 2 CPUs.
+DATASET_MIN_STEPS = {"digits": 50}
+
+
+def default_min_steps(name: str) -> int:
+    """The training budget `mtssad evaluate`/`sweep` use for data set `name` when --min-steps is not given."""
+    from ..config import DetectorConfig
+
+    return DATASET_MIN_STEPS.get(_key(name), DetectorConfig.min_steps)
+
+
 def _check_int(label: str, value: object, minimum: int, optional: bool = False) -> None:
     if optional and value is None:
         return
