@@ -12,7 +12,6 @@ fit that is stopped early is the same fit as a longer one cut at the kept step: 
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
@@ -151,10 +150,3 @@ def held_out_metrics(model: nn.Module, plan: Plan, *, device: torch.device, X_tr
 
     return measure
 
-
-def rule_value(values: list[float], monitor: str) -> float:
-    """Best of a trajectory's values under a monitor's direction (for reports)."""
-    vals = [v for v in values if v == v]
-    if not vals:
-        return math.nan
-    return min(vals) if monitor in LOWER_IS_BETTER else max(vals)
