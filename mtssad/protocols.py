@@ -93,8 +93,18 @@ def evaluate_method(method: str, params: dict, *, X_fit, X_test, is_normal_test,
     det.fit(X_fit, X_val=X_val, y_val=y_val)
     train_s = time.perf_counter() - t0
     row, scores = score_fitted(det, X_test, is_normal_test, X_val=X_val, y_val=y_val, labels_test=labels_test)
-    row.update(train_seconds=train_s, n_train=len(X_fit))
+    row.update(train_seconds=train_s, n_train=len(X_fit), **training_record(det))
     return row, scores, det
+
+
+def training_record(det) -> dict:
+    """Optimizer steps a neural fit trained and the step of the weights it kept (early stopping); {} otherwise.
+
+    Absent rather than None for the pixel baselines: a results column first written all-null is typed float.
+    """
+    if getattr(det, "steps_trained_", None) is None:
+        return {}
+    return {"steps_trained": int(det.steps_trained_), "best_step": int(det.best_step_)}
 
 
 def data_identity(ds: ImageDataset, **extra) -> dict:

@@ -6,7 +6,8 @@
 
 (cluster.yaml's layout; docs/aws.md.)
 
-Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12, >= 300 optimizer steps):
+Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12, >= 300 optimizer steps, the
+fine-grained budget of docs/METHOD.md: --min-steps defaults to DetectorConfig's):
 200 x 9 = 1800 configs in 200 class trials. Each class trial asks Tune for its CPUs and GPU share
 (--gpus-per-trial 0.5 packs two classes per GPU) and trains its 9 configs one after another on it;
 trials waiting for a GPU are demand the autoscaler sees, so no --max-concurrent-trials is needed.
@@ -30,7 +31,7 @@ def parse_args(argv=None):
     add_method_args(p)
     add_output_args(p, "runs/cub200_sweep")
     add_sweep_args(p)
-    p.set_defaults(backbone="wrn-16-4", epochs=15, min_steps=300, grid_search=["2x2", "3x3", "4x4"],
+    p.set_defaults(backbone="wrn-16-4", epochs=15, grid_search=["2x2", "3x3", "4x4"],
                    k_search=[3, 6, 12], experiment_name="cub200")
     return finish_ray_args(p.parse_args(argv))
 

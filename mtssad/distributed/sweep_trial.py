@@ -200,7 +200,8 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
 
     from ..methods import METHODS, make_method
     from ..metrics import auroc
-    from ..protocols import PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_with_heads
+    from ..protocols import (PROTOCOL_PARAMS, data_identity, describe_config, one_vs_all_data, score_with_heads,
+                             training_record)
     from ..results import row_key
 
     ds, c, method = dataset, task["normal_class"], task["method"]
@@ -247,7 +248,8 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
                    epochs_run=len(getattr(det, "history_", [])),
                    epochs_seconds=sum(h.get("seconds", 0.0) for h in getattr(det, "history_", [])), device=device, trial_id=trial_id,
                    node_id=node_id, trial_start=start_no, fit_index=state.fits, test_scored=False,
-                   scored_on="trial" if scored is None else "ddp rank 0", task_search=task_search)
+                   scored_on="trial" if scored is None else "ddp rank 0", task_search=task_search,
+                   **training_record(det))
         # Columns that apply to some rows only are left out of the others, never None: a results.parquet
         # column first written all-null is typed float64, and a later string in it would not convert.
         if heads:
