@@ -8,8 +8,9 @@
 
 Defaults follow the paper (wrn-16-4, 32 px, grids 2x2 3x3 4x4, k in 3 6 12, >= 300 optimizer steps, the
 fine-grained budget of docs/METHOD.md: --min-steps defaults to DetectorConfig's):
-200 x 9 = 1800 configs in 200 class trials. Each class trial asks Tune for its CPUs and GPU share
-(--gpus-per-trial 0.5 packs two classes per GPU) and trains its 9 configs one after another on it;
+200 x (9 + 1) = 2000 configs in 200 class trials (the 9 jigsaw configs and, with --task-search, the
+geometric heads alone). Each class trial asks Tune for its CPUs and GPU share
+(--gpus-per-trial 0.5 packs two classes per GPU) and trains its configs one after another on it;
 trials waiting for a GPU are demand the autoscaler sees, so no --max-concurrent-trials is needed.
 On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): the trials' small
 checkpoints (finished rows, the best config's test scores) go there, and --resume after an
