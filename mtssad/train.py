@@ -260,6 +260,8 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
             stop = rank == 0 and stopper.update(stats["steps"], model, stats)
             stop = reduce([float(stop)])[0] > 0 if world_size > 1 else stop
         history.append(stats)
+        if (stop or last) and stopper is not None and rank == 0:
+            stopper.restore_best(model)  # before the hook: a final checkpoint must hold the weights kept
         if end_of_epoch is not None:
             end_of_epoch(epoch, stats, stop or last)
         if progress_callback is not None:
@@ -268,8 +270,6 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
             break
     if unread:
         read()
-    if stopper is not None and rank == 0:
-        stopper.restore_best(model)
     return history
 
 

@@ -202,7 +202,8 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         if rank == 0 and (last or _checkpoint_due(epoch, training.epochs, cfg["checkpoint_every"])):
             state = {"model": det.model_.state_dict(), "epoch": epoch, "history": history, "starts": starts,
                      "world_size": world, "identity": _run_identity(det, X.shape[1:]),
-                     "stopped_early": last and epoch < training.epochs - 1}
+                     "stopped_early": last and epoch < training.epochs - 1,
+                     "best_step": stopper.best_step if stopper is not None and last else None}
             if not last:  # resumable mid-run: optimizer, schedule and random streams too
                 state.update(optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
                              order_gen=order_gen.get_state(), torch_rng=torch.get_rng_state())
@@ -218,6 +219,8 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
                          all_reduce=lambda values: _sum_across_ranks(values, device), on_diagnostic=on_diagnostic,
                          stopper=stopper, end_of_epoch=end_of_epoch)
     det.record_steps(history, stopper)
+    if checkpoint is not None and st.get("best_step") and (stopper is None or stopper.best_step is None):
+        det.best_step_ = int(st["best_step"])  # resumed after the end: the kept step is the checkpoint's
 
     if rank != 0:
         return None
