@@ -92,7 +92,9 @@ def build(results: list[dict], cpu_costs: dict | None) -> tuple[list[dict], list
                 chosen = {}
                 for key in both:
                     keep_jigsaw = not geo[key]["val"] > ours[key]["val"] + TIE
-                    chosen[key] = dict(ours[key] if keep_jigsaw else geo[key], jigsaw=keep_jigsaw)
+                    both_cpu = (None if ours[key]["cpu_s"] is None or geo[key]["cpu_s"] is None
+                                else ours[key]["cpu_s"] + geo[key]["cpu_s"])  # the choice needs both fits
+                    chosen[key] = dict(ours[key] if keep_jigsaw else geo[key], jigsaw=keep_jigsaw, cpu_s=both_cpu)
                     picks.append({"rule": name, "dataset": ds, "normal_class": key[0], "seed": key[1],
                                   "jigsaw_kept": keep_jigsaw, "ours_val": ours[key]["val"], "geometric_val": geo[key]["val"]})
                 cells[(ds, "ours[tasks on val]")] = chosen

@@ -6,7 +6,7 @@ The unit costs budget_report.py multiplies by a rule's steps and measurements to
 on this machine's CPU (the trajectories themselves may come from a GPU). Each figure is the median of
 `--repeat` timed runs of `--steps` steps of `mtssad.train.train_step` on a real class of the data set
 (WRN-10-1, batch 32, the method's plan), and of `mtssad.stopping.held_out_metrics` on that class's
-held-out images (the selection and test sets included, as the study measures them). Writes
+held-out images only (what an online rule measures; the study's selection and test sets are not). Writes
 cpu_step_costs.json / .md with the load average before and after.
 """
 
@@ -34,7 +34,6 @@ def main(argv=None) -> int:
     import torch
 
     from budget import GLYPH_FONTS, load
-    from mtssad.distributed.selection import selection_set
     from mtssad.methods import make_method
     from mtssad.protocols import one_vs_all_data
     from mtssad.stopping import held_out_metrics
@@ -47,7 +46,6 @@ def main(argv=None) -> int:
         ds = load(name, None)
         c = ds.class_names.index(GLYPH_FONTS[0]) if name == "glyphs" else 0
         d = one_vs_all_data(ds, c, seed=0)
-        X_sel, y_sel = selection_set(ds.train_images, ds.train_labels, c, d.X_val, d.y_val, seed=0)
         X = torch.from_numpy(d.X_fit)
         for method in args.methods:
             det = make_method(method, backbone="wrn-10-1", device="cpu", progress=False)
@@ -57,8 +55,7 @@ def main(argv=None) -> int:
             y_val = d.y_val.astype(bool)
             X_val = torch.from_numpy(d.X_val)
             measure = held_out_metrics(det.model_, det.plan_, device=det.device_, X_train=X,
-                                       normals=X_val[torch.from_numpy(y_val)], X_val=X_val, y_val=y_val,
-                                       extra_sets={"selection": (X_sel, y_sel), "test": (ds.test_images, d.is_normal_test)})
+                                       normals=X_val[torch.from_numpy(y_val)], X_val=X_val, y_val=y_val)
             step_s, meas_s = [], []
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
@@ -80,7 +77,7 @@ def main(argv=None) -> int:
     (out / "cpu_step_costs.json").write_text(json.dumps({"note": note, "costs": costs}, indent=1))
     lines = ["# CPU cost per training step and per measurement (WRN-10-1, batch 32)", "",
              f"`python benchmarks/cpu_step_costs.py`: {note}.", "",
-             "| data set / method | s / step | s / measurement (held-out, selection and test sets) |", "|---|---|---|"]
+             "| data set / method | s / step | s / measurement (the fit's held-out images) |", "|---|---|---|"]
     lines += [f"| {k} | {v['seconds_per_step']:.3f} | {v['seconds_per_measurement']:.2f} |" for k, v in costs.items()]
     (out / "cpu_step_costs.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import HEAD_SELECTIONS, SCORE_NORMS
+from .config import HEAD_SELECTIONS, SCORE_NORMS, STOPPING_RULES
 from .errors import (EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, DeviceError,
                      MtssadError, exit_codes_text, is_disk_full, is_out_of_memory)
 from .logs import LEVELS, bars_enabled
@@ -70,6 +70,10 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
                    help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
                         "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: the data set's "
                         "budget, chosen on validation: digits 50, every other data set 300; docs/METHOD.md)")
+    g.add_argument("--early-stopping", choices=STOPPING_RULES, default="none",
+                   help="stop a fit when the validation AUROC (val_auroc) or the held-out normals' self-supervised "
+                        "loss (val_loss) stops improving, measured every 25 steps, best weights kept; --min-steps is "
+                        "then the most it trains (default: %(default)s: no rule beat the fixed budget, docs/METHOD.md)")
     g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
     g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
@@ -117,7 +121,8 @@ def method_params(args) -> dict:
     from .data import default_min_steps
 
     min_steps = args.min_steps if args.min_steps is not None else default_min_steps(args.dataset)
-    params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=min_steps, batch_size=args.batch_size, lr=args.lr,
+    params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=min_steps, early_stopping=args.early_stopping,
+                  batch_size=args.batch_size, lr=args.lr,
                   grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
                   head_selection=args.head_selection,
                   device=args.device, amp=args.amp, progress=bars_enabled())
@@ -170,6 +175,8 @@ def _check_methods_params(args, params) -> None:
 
     if params.get("head_selection", "all") != "all" and args.val_fraction <= 0:
         raise ValueError(f"--head-selection {params['head_selection']} needs a validation split: use --val-fraction > 0")
+    if params.get("early_stopping") == "val_auroc" and args.val_fraction <= 0:
+        raise ValueError("--early-stopping val_auroc needs a validation split: use --val-fraction > 0, or val_loss")
     check_tasks_flag(args)
     for m in args.methods:
         if METHODS[m].neural:

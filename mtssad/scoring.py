@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .train import to_model_input
+from .train import native_bf16, to_model_input
 from .transforms import Plan
 
 Reducer = Callable[[dict[str, torch.Tensor], Plan], dict[str, torch.Tensor]]
@@ -27,7 +27,7 @@ def variant_probs(model, plan: Plan, x: torch.Tensor, *, amp: bool = False) -> d
     n = x.shape[0]
     xv = plan.make(x, train=False)  # (V*N, C, H, W)
     cuda = x.device.type == "cuda"
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16  # inference: no scaler needed
+    dtype = torch.bfloat16 if cuda and native_bf16(x.device) else torch.float16  # inference: no scaler needed
     with torch.autocast(device_type=x.device.type, dtype=dtype, enabled=amp and cuda):
         logits = model(xv)
     return {h: lg.float().softmax(dim=1).view(plan.num_variants, n, -1) for h, lg in logits.items()}

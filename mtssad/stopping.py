@@ -57,6 +57,11 @@ class EarlyStopping:
             return value < self.best_value - TIE
         return value > self.best_value + TIE
 
+    def advance(self, steps: int) -> None:
+        """Move the schedule past `steps`; every DDP rank calls it (rank 0 through `update`), so all stay in step."""
+        self.last_step = steps
+        self.next_at = (steps // self.every + 1) * self.every
+
     def update(self, steps: int, model: nn.Module, stats: dict | None = None) -> bool:
         """Measure now; keep the weights if best; return True when the fit should stop."""
         metrics = self.measure()
@@ -64,14 +69,24 @@ class EarlyStopping:
         if stats is not None:
             stats.update({f"stop/{k}": v for k, v in metrics.items()})
         value = metrics[self.monitor]
-        self.last_step = steps
-        self.next_at = (steps // self.every + 1) * self.every
+        self.advance(steps)
         if self._better(value):
             self.best_value, self.best_step, self._bad = value, steps, 0
             self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return False
         self._bad += 1
         return self.patience is not None and self._bad >= self.patience
+
+    def state_dict(self) -> dict:
+        """What a resumed fit needs to go on deciding as an uninterrupted one would (a DDP checkpoint holds it)."""
+        return {"next_at": self.next_at, "trace": self.trace, "best_value": self.best_value,
+                "best_step": self.best_step, "last_step": self.last_step, "bad": self._bad,
+                "best_state": self._best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.next_at, self.trace, self.best_value = state["next_at"], list(state["trace"]), state["best_value"]
+        self.best_step, self.last_step, self._bad = state["best_step"], state["last_step"], state["bad"]
+        self._best_state = state["best_state"]
 
     def restore_best(self, model: nn.Module) -> None:
         """Load the best measurement's weights unless the model already holds them (it ended on its best step)."""

@@ -82,9 +82,18 @@ def amp_dtype(config: DetectorConfig, device: torch.device) -> torch.dtype | Non
     """
     if not config.amp or device.type != "cuda":
         return None
-    if config.amp_dtype == "float16" or (config.amp_dtype == "auto" and not torch.cuda.is_bf16_supported()):
+    if config.amp_dtype == "float16" or (config.amp_dtype == "auto" and not native_bf16(device)):
         return torch.float16
     return torch.bfloat16
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively (Ampere and later); emulated bfloat16 (T4, V100) is slow."""
+    with torch.cuda.device(device):
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch without the keyword: it did not count emulation then
+            return torch.cuda.is_bf16_supported()
 
 
 def train_step(model: nn.Module, plan: Plan, images: torch.Tensor, optimizer: torch.optim.Optimizer, *,
@@ -185,7 +194,8 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
                all_reduce: Callable[[list[float]], list[float]] | None = None,
                on_diagnostic: Callable[[int, dict], None] | None = None, stopper=None,
                end_of_epoch: Callable[[int, dict, bool], None] | None = None,
-               progress_callback: Callable[[int, int], None] | None = None) -> list[dict]:
+               progress_callback: Callable[[int, int], None] | None = None,
+               read_every: int | None = None) -> list[dict]:
     """The one epoch loop of every fit: local (`fit_epochs`) and each Ray Train DDP rank (ddp_worker).
 
     images: (N, C, H, W) training images; moved to `device` once. Each epoch takes the global batches
@@ -211,7 +221,8 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
     # One process on a GPU keeps each epoch's sums on the device until something needs them (a diagnostic,
     # a stopping measurement, the last epoch, READ_EVERY epochs): a 24-image CUB class has one step an
     # epoch, and a read every epoch would make the host wait for every step. Elsewhere: read every epoch.
-    defer = device.type == "cuda" and all_reduce is None and end_of_epoch is None
+    if read_every is None:
+        read_every = READ_EVERY if device.type == "cuda" and all_reduce is None and end_of_epoch is None else 1
     unread: list[tuple[dict, torch.Tensor, int, list[int]]] = []  # (stats, device sums, images, counts)
 
     def read() -> None:
@@ -228,13 +239,15 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
         t0 = time.perf_counter()
         gen = aug_generator(epoch) if aug_generator is not None else order_generator
         batches = batch_order(len(images), config.batch_size, order_generator, world_size)
+        if device.type != "cpu":  # the epoch's order copied once, not an index copy from host memory per step
+            batches = torch.cat(batches).to(device).split([len(b) for b in batches])
         sums = torch.zeros(1 + len(heads), dtype=torch.float64, device=device)  # loss x images, correct per head
         counted = [0] * len(heads)
         n_seen = 0
         with tqdm(total=len(images), desc=f"epoch {epoch + 1}/{training.epochs}", unit="img",
                   disable=not config.progress or rank != 0, leave=False) as bar:
             for idx in batches:
-                local = idx[rank::world_size].to(device, non_blocking=True)  # this rank's share of the global batch
+                local = idx[rank::world_size]  # this rank's share of the global batch
                 loss, c, k = train_step(model, plan, images[local], training.optimizer, device=device, generator=gen,
                                         dtype=training.dtype, scaler=training.scaler)
                 training.scheduler.step()
@@ -249,7 +262,7 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
             last = epoch == training.epochs - 1
             diagnostic = on_diagnostic is not None and rank == 0 and diagnostic_epoch(epoch, training.epochs)
             measuring = stopper is not None and stopper.due(stats["steps"], last=last)
-            if not defer or last or diagnostic or measuring or len(unread) >= READ_EVERY:
+            if last or diagnostic or measuring or len(unread) >= read_every:
                 read()
                 bar.set_postfix(loss=f"{stats['loss']:.3f}")
         stats["seconds"] = time.perf_counter() - t0  # host wall time (on a GPU, epochs between reads run ahead)
@@ -257,7 +270,10 @@ def run_epochs(model, plan: Plan, images: torch.Tensor, config: DetectorConfig, 
             on_diagnostic(epoch, stats)
         stop = False
         if measuring:
-            stop = rank == 0 and stopper.update(stats["steps"], model, stats)
+            if rank == 0:
+                stop = stopper.update(stats["steps"], model, stats)
+            else:
+                stopper.advance(stats["steps"])  # the same schedule as rank 0: every rank joins each decision
             stop = reduce([float(stop)])[0] > 0 if world_size > 1 else stop
         history.append(stats)
         if (stop or last) and stopper is not None and rank == 0:

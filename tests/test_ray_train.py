@@ -105,6 +105,36 @@ def test_two_gloo_workers_train_a_loadable_detector(ray_local, tiny_data, tmp_pa
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_two_workers_stop_early_together_and_keep_rank_0s_best_weights(ray_local, tiny_data, tmp_path):
+    """eval_every (3 steps) is more than an epoch (2 global steps of 20 of the 40 images, 2 workers): rank 0 measures every
+    other epoch and the other rank must join exactly those stop decisions (a mismatch hangs the all-reduce).
+    patience 1 on the validation AUROC, which the tiny data saturates early, stops it before its planned 20 epochs."""
+    X_val = np.concatenate([make_images(6, seed=7), make_images(6, kind="anomaly", seed=8)])
+    y_val = np.r_[np.ones(6, int), np.zeros(6, int)]
+    cfg = DetectorConfig(**{**TINY_RAY, "epochs": 20, "batch_size": 20, "early_stopping": "val_auroc", "eval_every": 3,
+                            "patience": 1})
+    fit = fit_ddp(tiny_data["train"], cfg, num_workers=2, resources_per_worker={"CPU": 1},
+                  storage_path=str(tmp_path / "ray"), name="es2", controller_failure_limit=0, X_val=X_val, y_val=y_val,
+                  checkpoint_every=4)
+    det = fit.detector
+    measured = [h for h in det.history_ if "stop/val_auroc" in h]
+    schedule, next_at = [], 3  # 2 global steps an epoch; a measurement at the first epoch end at or past next_at
+    for epoch in range(20):
+        if 2 * (epoch + 1) >= next_at:
+            schedule.append(2 * (epoch + 1))
+            next_at = (2 * (epoch + 1) // 3 + 1) * 3
+    assert [h["steps"] for h in measured] == schedule[:len(measured)] and len(measured) >= 2
+    assert len(det.history_) < 20 and det.steps_trained_ == det.history_[-1]["steps"] == measured[-1]["steps"]
+    aurocs = [h["stop/val_auroc"] for h in measured]
+    assert det.best_step_ == measured[int(np.argmax(aurocs))]["steps"]  # the kept weights: the first best measurement
+    final = [torch.load(p, weights_only=True) for p in (tmp_path / "ray" / "es2").glob(f"checkpoint_*/{STATE_FILE}")]
+    last = max(final, key=lambda st: st["epoch"])
+    assert last["stopped_early"] and last["best_step"] == det.best_step_
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_one_worker_reproduces_local_fit_and_two_workers_track_it(ray_local, tiny_data, tmp_path):
     """1 worker = MultiTaskDetector.fit (same seeds and generator; losses equal up to thread-order rounding).
     2 workers: same init and global batches, but per-rank BatchNorm statistics and dropout/offset streams;

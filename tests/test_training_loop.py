@@ -155,10 +155,12 @@ def test_amp_uses_bfloat16_where_supported_and_float16_only_on_request_or_withou
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert amp_dtype(DetectorConfig(amp=True), cpu) is None  # CPU: float32 always
     assert amp_dtype(DetectorConfig(amp=False), cuda) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    import mtssad.train
+
+    monkeypatch.setattr(mtssad.train, "native_bf16", lambda device: True)  # an Ampere-or-later GPU
     assert amp_dtype(DetectorConfig(amp=True), cuda) == torch.bfloat16
     assert amp_dtype(DetectorConfig(amp=True, amp_dtype="float16"), cuda) == torch.float16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(mtssad.train, "native_bf16", lambda device: False)  # a T4/V100: bfloat16 only emulated
     assert amp_dtype(DetectorConfig(amp=True), cuda) == torch.float16  # paired with a GradScaler by prepare_training
     with pytest.raises(ValueError, match="amp_dtype must be one of"):
         DetectorConfig(amp_dtype="fp8")
@@ -173,3 +175,46 @@ def test_the_data_sets_training_budget_is_the_command_lines_default():
     assert method_params(parser.parse_args(["evaluate"]))["min_steps"] == 50
     assert method_params(parser.parse_args(["evaluate", "--dataset", "glyphs"]))["min_steps"] == 300
     assert method_params(parser.parse_args(["evaluate", "--min-steps", "7"]))["min_steps"] == 7
+
+
+def test_the_fit_ends_with_the_weights_of_its_best_measurement():
+    """Scripted measurements: the 2nd is best, patience 2 stops at the 4th; the model must hold the 2nd's weights."""
+    X = torch.from_numpy(make_images(16, seed=1))
+    det = MultiTaskDetector(**dict(TINY, epochs=10, batch_size=8))
+    gen = seed_everything(det.config.seed)
+    det.init_model(tuple(X.shape[1:]))
+    values, seen = iter([0.1, 0.9, 0.2, 0.3, 0.95]), []
+
+    def measure():
+        seen.append({k: v.clone() for k, v in det.model_.state_dict().items()})
+        return {"val_auroc": next(values)}
+
+    stopper = EarlyStopping(measure, monitor="val_auroc", every=2, patience=2)
+    history = fit_epochs(det.model_, det.plan_, X, det.config_, device=torch.device("cpu"), generator=gen,
+                         stopper=stopper)
+    assert [h["steps"] for h in history][-1] == 8 and len(seen) == 4  # stopped: 4 measurements, 2 steps apart
+    assert stopper.best_step == 4
+    for k, v in det.model_.state_dict().items():
+        assert torch.equal(v, seen[1][k]), k
+    assert any(not torch.equal(v, seen[3][k]) for k, v in seen[1].items())  # the weights did move on after it
+
+
+def test_reading_the_epoch_sums_late_gives_the_same_history():
+    """One GPU process reads its loss/accuracy sums every READ_EVERY epochs; on the CPU, read_every shows it is
+    the same history as reading every epoch."""
+    from mtssad.train import prepare_training, run_epochs
+
+    X = torch.from_numpy(make_images(20, seed=3))
+
+    def run(read_every):
+        det = MultiTaskDetector(**dict(TINY, epochs=7))
+        gen = seed_everything(0)
+        det.init_model(tuple(X.shape[1:]))
+        training = prepare_training(det.model_, det.config_, len(X), torch.device("cpu"))
+        return run_epochs(det.model_, det.plan_, X, det.config_, training, device=torch.device("cpu"),
+                          order_generator=gen, read_every=read_every)
+
+    every, late = run(1), run(3)
+    strip = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
+    assert [strip(h) for h in every] == [strip(h) for h in late]
+    assert all("loss" in h and "acc_train/jigsaw" in h for h in late)

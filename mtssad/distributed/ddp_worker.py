@@ -174,6 +174,8 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
             order_gen.set_state(st["order_gen"])
             if world == 1:
                 torch.set_rng_state(st["torch_rng"])
+            if training.scaler is not None and st.get("scaler") is not None:
+                training.scaler.load_state_dict(st["scaler"])
         elif st.get("stopped_early") or training.start_epoch >= training.epochs:
             training.epochs = training.start_epoch  # finished (stopped early or ran out): nothing left to train
         else:
@@ -187,14 +189,20 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         from ..stopping import EarlyStopping  # other ranks: the same schedule of measurements, no measure
 
         stopper = EarlyStopping(dict, monitor=config.early_stopping, every=config.eval_every, patience=config.patience)
-    if stopper is not None and training.start_epoch > 0:
-        stopper.next_at = (training.start_epoch * training.steps_per_epoch // config.eval_every + 1) * config.eval_every
+    if stopper is not None and checkpoint is not None and st.get("stopper") is not None:
+        stopper.load_state_dict(st["stopper"])  # the best so far, its weights, patience used, the schedule
+    # The jigsaw offsets' generator, as the local fit's (fit_epochs): on a GPU one on the device (no copy from
+    # host memory per step), else the batch-order generator itself.
+    cuda_gen = torch.Generator(device=device).manual_seed(config.seed) if device.type == "cuda" else None
+    if cuda_gen is not None and checkpoint is not None and st.get("aug_gen") is not None:
+        cuda_gen.set_state(st["aug_gen"])
 
     def aug_generator(epoch: int) -> torch.Generator:
         if world == 1:
-            return order_gen  # exactly the local loop's generator use
-        torch.manual_seed(_derived_seed(config.seed, rank, epoch))  # dropout
-        return torch.Generator().manual_seed(_derived_seed(config.seed, rank, epoch) + 1)  # jigsaw offsets
+            return cuda_gen or order_gen  # exactly the local loop's generator use
+        seed = _derived_seed(config.seed, rank, epoch)
+        torch.manual_seed(seed)  # dropout, on CPU and GPU
+        return torch.Generator(device=device).manual_seed(seed + 1)  # jigsaw offsets, on the training device
 
     def end_of_epoch(epoch: int, stats: dict, last: bool) -> None:
         history = list(training.history)  # run_epochs appended this epoch's stats already
@@ -204,9 +212,12 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
                      "world_size": world, "identity": _run_identity(det, X.shape[1:]),
                      "stopped_early": last and epoch < training.epochs - 1,
                      "best_step": stopper.best_step if stopper is not None and last else None}
-            if not last:  # resumable mid-run: optimizer, schedule and random streams too
+            if not last:  # resumable mid-run: optimizer, schedule, random streams, loss scale, early stopping
                 state.update(optimizer=training.optimizer.state_dict(), scheduler=training.scheduler.state_dict(),
-                             order_gen=order_gen.get_state(), torch_rng=torch.get_rng_state())
+                             order_gen=order_gen.get_state(), torch_rng=torch.get_rng_state(),
+                             aug_gen=None if cuda_gen is None else cuda_gen.get_state(),
+                             scaler=None if training.scaler is None else training.scaler.state_dict(),
+                             stopper=None if stopper is None else stopper.state_dict())
         metrics = {**stats, "world_size": world, "start_epoch": training.start_epoch, "pid": os.getpid(),
                    "epochs": training.epochs}
         _report_checkpoint(metrics, state, cfg["checkpoint_upload"])

@@ -233,6 +233,7 @@ def fit_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool = False, res
         y_val = check_labels(y_val, len(X_val), name="y_val")
     det._check_selection_data(y_val)  # head_selection="diagnostic" without held-out normals: fail before training
     X, X_cal = det.hold_out_calibration(X, y_val)  # threshold_ from normals not trained on, as in fit
+    det._check_stopping_data(X_val, y_val, X_cal)  # early stopping with nothing held out: fail before training
     checked, keys = {}, {}  # one object per distinct array: the same array under two names is shipped once
     for set_name, images in (score_sets or {}).items():
         if id(images) not in checked:  # checked here, before any Ray call
