@@ -124,8 +124,9 @@ def start_board(name: str):
 
 
 def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config_i: int, configs: int) -> dict:
-    """Keyword arguments for `det.fit` that push its steps to the sweep's board: {} when there is no board,
-    or when this detector's `fit` takes no `progress_callback` (then only finished configs are shown).
+    """Tell the sweep's board that this config started; return keyword arguments for `det.fit` that push
+    its steps there: {} when there is no board, or when this detector's `fit` takes no `progress_callback`
+    (the driver then shows the running config as "starting" until it finishes).
 
     Called in the class trial's process; the board is looked up by name. Pushes are fire-and-forget:
     a board that went away never stops training.
@@ -135,8 +136,6 @@ def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config
     if not board:
         return {}
     try:
-        if "progress_callback" not in inspect.signature(det.fit).parameters:
-            return {}
         import ray
 
         handle = ray.get_actor(board, namespace=BOARD_NAMESPACE)
@@ -150,7 +149,11 @@ def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config
             pass
 
     progress_callback(0, 0)  # the config has started (its step count is known after the first epoch)
-    return {"progress_callback": progress_callback}
+    try:
+        takes = "progress_callback" in inspect.signature(det.fit).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"progress_callback": progress_callback} if takes else {}
 
 
 def running_line(snapshot: dict, elapsed: float, stale_s: float = 600.0) -> str | None:

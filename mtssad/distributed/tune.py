@@ -177,6 +177,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     board = start_board(settings.progress_board)
     try:
         with SweepWatch(board=settings.progress_board, line_every_s=progress_every_s,
+                        first_line_s=min(20.0, progress_every_s),
                         stall_timeout_s=STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s) as watch:
             grid = tuner.fit()
     finally:
