@@ -241,8 +241,13 @@ def _class_name(dataset, task: dict) -> str:
 
 def _error_line(error) -> str:
     """A trial's error in one line: its type and the last line of its message (the cause, e.g. a GPU it cannot use)."""
+    import re
+
     text = str(error).strip()
     last = text.splitlines()[-1].strip() if text else ""
+    m = re.match(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*): (.*)$", last)
+    if m:  # a trial's error comes wrapped (RayTaskError(...)); its last line is the cause as Python prints it
+        return f"{m.group(1)}: {m.group(2)[:300]}"
     return f"{type(error).__name__}: {last[:300]}" if last else type(error).__name__
 
 
