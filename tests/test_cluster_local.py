@@ -328,7 +328,7 @@ def test_cub200_sweep_job_on_the_simulated_cluster(root, moto_s3):
         cmd = ["ray", "job", "submit", "--address", head.dashboard_url,
                "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--",
                sys.executable, str(ch.ROOT / "ray_jobs" / "cub200_sweep.py"), "--data-root", str(data), "--storage-path", storage,
-               "--out", str(out_dir), "--use-gpu", "--gpus-per-trial", "1", "--backbone", "wrn-10-1", "--side", "16",
+               "--out", str(out_dir), "--use-gpu", "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.25", "--backbone", "wrn-10-1", "--side", "16",
                "--epochs", "1", "--min-steps", "1", "--batch-size", "8", "--grid-search", "2x2", "--k-search", "3",
                "--device", "cpu", "--allow-cpu-fallback", "--quiet"]
         head_id = ch.list_nodes(head)[0]["node_id"]
