@@ -112,7 +112,11 @@ class ProgressBoard:
 
 
 def board_name(experiment: str, run_id: str) -> str:
-    return f"mtssad-progress-{experiment}-{run_id}"
+    """A name no other board has: the experiment, the driver's job and a random part (a resumed sweep in the
+    same job must not meet the previous board, which `ray.kill` ends asynchronously)."""
+    import uuid
+
+    return f"mtssad-progress-{experiment}-{run_id}-{uuid.uuid4().hex[:8]}"
 
 
 def start_board(name: str):
