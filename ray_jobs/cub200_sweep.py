@@ -14,15 +14,18 @@ geometric heads alone). Each class trial asks Tune for its CPUs and GPU share
 trials waiting for a GPU are demand the autoscaler sees, so no --max-concurrent-trials is needed.
 On a multi-node cluster --storage-path must be shared (s3:// or NFS/EFS): the trials' small
 checkpoints (finished rows, the best config's test scores) go there, and --resume after an
-interruption continues each unfinished class at its next config. Trials can be pinned to
-on-demand nodes with --driver-resource TRAIN_DRIVER.
+interruption continues each unfinished class at its next config. A class trial whose spot node is
+reclaimed restarts on another node at its next config (--max-retries, default 3); if the sweep still
+ends incomplete the job resumes it by itself (--auto-resume, default 2), then publishes what finished,
+its report marked incomplete, and exits 6. Class trials train where Tune places them: with --use-gpu
+they need GPU nodes (gpu_worker spot, or gpu_ondemand when spot capacity is short), never the head.
 """
 
 import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_sweep_args, finish_ray_args, publish_results, run_sweep_from_args
+from mtssad.distributed.cli import add_auto_resume_arg, add_sweep_args, finish_ray_args, run_sweep_resuming
 from mtssad.logs import configure as configure_logging
 
 
@@ -32,6 +35,7 @@ def parse_args(argv=None):
     add_method_args(p)
     add_output_args(p, "runs/cub200_sweep")
     add_sweep_args(p)
+    add_auto_resume_arg(p)
     p.set_defaults(backbone="wrn-16-4", epochs=15, grid_search=["2x2", "3x3", "4x4"],
                    k_search=[3, 6, 12], experiment_name="cub200")
     return finish_ray_args(p.parse_args(argv))
@@ -40,9 +44,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
-    run_sweep_from_args(args, grids=args.grid_search, ks=args.k_search)
-    publish_results(args)  # results and scores -> STORAGE/<experiment>-results (when storage is elsewhere)
-    return 0
+    # resumes an incomplete sweep by itself (--auto-resume times); results, scores and report ->
+    # STORAGE/<experiment>-results, also when it stays incomplete (report marked so, exit 6)
+    return run_sweep_resuming(args, grids=args.grid_search, ks=args.k_search, resumes=args.auto_resume)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
 
 Joins the running cluster ($RAY_ADDRESS, set by `ray job submit`); --local starts a private 2-CPU Ray.
 Each class is a Tune class trial that trains on its own device (--cpus-per-trial, --use-gpu
---gpus-per-trial; --num-workers 2+ trains with Ray Train DDP instead) and is scored on the
+--gpus-per-trial; with --use-gpu each class trains on its own GPU, so the ten cifar10 classes run on
+up to ten GPU nodes at once; --num-workers 2+ trains with Ray Train DDP instead and then needs
+--max-concurrent-trials on a cluster that starts with no GPU) and is scored on the
 whole test split; rows go to OUTDIR/results.parquet (mtssad.results.ResultsStore), copied to
 STORAGE/one_vs_all-results when --storage-path is elsewhere (s3://... on a multi-node cluster).
 """
@@ -16,7 +18,7 @@ import argparse
 import sys
 
 from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, run_sweep_from_args
+from mtssad.distributed.cli import add_auto_resume_arg, add_ray_args, finish_ray_args, run_sweep_resuming
 from mtssad.logs import configure as configure_logging
 
 
@@ -28,15 +30,16 @@ def parse_args(argv=None):
     add_ray_args(p)
     p.add_argument("--experiment-name", default="one_vs_all", help="fixed Tune experiment name (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run of the same name")
+    add_auto_resume_arg(p)
     return finish_ray_args(p.parse_args(argv))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
-    run_sweep_from_args(args, grids=[f"{args.grid[0]}x{args.grid[1]}"], ks=[args.k])
-    publish_results(args)  # results and scores -> STORAGE/<experiment>-results (when storage is elsewhere)
-    return 0
+    # resumes an incomplete run by itself (--auto-resume times); results, scores and report ->
+    # STORAGE/<experiment>-results, also when it stays incomplete (report marked so, exit 6)
+    return run_sweep_resuming(args, grids=[f"{args.grid[0]}x{args.grid[1]}"], ks=[args.k], resumes=args.auto_resume)
 
 
 if __name__ == "__main__":

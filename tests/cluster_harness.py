@@ -119,21 +119,31 @@ class LoopbackHead:
         _stop_group(self.pgid, str(self.temp_dir))
 
 
+def container_env(raw: dict, kind: str) -> list[str]:
+    """The K=V pairs cluster.yaml's docker run options (`-e K=V`, global and per kind) put in a node's container."""
+    import re
+
+    opts = raw.get("docker", {}).get("run_options", []) + raw.get("docker", {}).get(f"{kind}_run_options", [])
+    return [m.group(1) for o in opts for m in [re.fullmatch(r"-e\s+(\S+=\S+)", o.strip())] if m]
+
+
 def adapted_start_commands(raw: dict, kind: str, *, home: Path, gcs_port: int, object_manager_port: int,
                            dashboard_port: int | None = None, head_ip: str = "127.0.0.1") -> list[str]:
     """cluster.yaml's `{kind}_start_ray_commands` for this machine: the node's HOME, the head's IP and
-    the ports substituted; `ray stop` (which would end every Ray of the user here) left out."""
+    the ports substituted; `ray stop` (which would end every Ray of the user here) left out; first, the
+    container's environment from docker run_options (`-e K=V`: the token settings), as the node has it."""
     subs = {NODE_HOME: str(home), "$RAY_HEAD_IP:6379": f"{head_ip}:{gcs_port}", "--port=6379": f"--port={gcs_port}",
             "--object-manager-port=8076": f"--object-manager-port={object_manager_port}"}
     if dashboard_port is not None:
         subs["--dashboard-port=8265"] = f"--dashboard-port={dashboard_port}"
+    env = "".join(f"export {kv.replace(NODE_HOME, str(home))}; " for kv in container_env(raw, kind))
     out = []
     for cmd in raw[f"{kind}_start_ray_commands"]:
         if cmd.strip() == "ray stop":
             continue
         for old, new in subs.items():
             cmd = cmd.replace(old, new)
-        out.append(cmd)
+        out.append(env + cmd)
     return out
 
 

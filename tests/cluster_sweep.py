@@ -5,8 +5,8 @@
 The real `run_sweep` (mtssad.distributed.tune), tiny: digits at side 16, one config (2x2, k 3) per
 class, wrn-10-1, 1 epoch, no step floor. Each class trial asks Tune for {"CPU": 1, "GPU": 1}
 (use_gpu, gpus_per_trial=1), so with a GPU-less head the autoscaler sees GPU demand and starts GPU
-nodes. The fake GPUs have no CUDA behind them: the trial logs a warning and trains on the CPU
-(`resources.trial_device`). Prints the rows' node ids, devices and counters as JSON.
+nodes. The fake GPUs have no CUDA behind them: without cpu_fallback the trial would fail at once
+(`resources.trial_device`); asked for, it logs a warning and trains on the CPU. Prints the rows' node ids, devices and counters as JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def run_gpu_sweep(*, classes: list[int], storage_path: str, name: str = "gpu_swe
 
     ds = load_dataset("digits", side=16)
     rows = run_sweep(ds, classes=classes, grids=["2x2"], ks=[3], params=TINY, use_gpu=True, gpus_per_trial=1,
-                     storage_path=storage_path, name=name)
+                     storage_path=storage_path, name=name, cpu_fallback=True)  # fake GPUs: asked-for CPU fallback
     keys = ("normal_class", "grid", "k", "node_id", "device", "trial_id", "trial_start", "fit_index", "selected",
             "val_auroc", "auroc")
     return [{k: r.get(k) for k in keys} for r in rows]

@@ -5,7 +5,7 @@
 
 crash N: `mtssad sweep ARGS` exactly as the command runs it, but every class trial's first start
 raises after N configs (`run_sweep(crash_after_configs=N)`, the engine's fault drill) and Tune does not
-retry it (trial_max_failures=0): the sweep ends incomplete, its finished configs in S3. Prints the exit
+retry it (--max-retries 0): the sweep ends incomplete, its finished configs in S3. Prints the exit
 status as JSON; the test then resumes with the plain `mtssad sweep ... --resume`.
 
 score URI: fits a tiny detector, saves it to URI/detectors/c0.pt, and scores images with
@@ -25,8 +25,8 @@ def crash(after: int, argv: list[str]) -> dict:
     import mtssad.distributed.tune as tune_mod
     from mtssad.cli import main
 
-    tune_mod.run_sweep = functools.partial(tune_mod.run_sweep, crash_after_configs=after, trial_max_failures=0)
-    return {"exit": main(argv)}
+    tune_mod.run_sweep = functools.partial(tune_mod.run_sweep, crash_after_configs=after)
+    return {"exit": main([*argv, "--max-retries", "0"])}  # Tune does not restart the crashed trials
 
 
 def score(uri: str) -> dict:

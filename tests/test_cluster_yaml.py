@@ -40,13 +40,19 @@ def _token_path(raw):
     return targets[0]
 
 
+def _container_env(raw, kind="head"):
+    """KEY=VALUE pairs the docker run options put in the container's environment (`-e K=V`)."""
+    opts = raw["docker"].get("run_options", []) + raw["docker"].get(f"{kind}_run_options", [])
+    return dict(m.group(1).split("=", 1) for o in opts for m in [re.fullmatch(r"-e\s+(\S+=\S+)", o.strip())] if m)
+
+
 def _synced_data_root(raw):
-    """The node-local directory that setup_commands fills from s3://<bucket>/data."""
-    for cmd in raw["setup_commands"]:
+    """The node-local directory that head_setup_commands fills from s3://<bucket>/data."""
+    for cmd in raw["head_setup_commands"]:
         m = re.search(r"aws s3 sync .*?s3://\S+/data\s+(\S+)", cmd)
         if m:
             return m.group(1)
-    raise AssertionError(f"no `aws s3 sync s3://.../data DIR` in setup_commands: {raw['setup_commands']}")
+    raise AssertionError(f"no `aws s3 sync s3://.../data DIR` in head_setup_commands: {raw['head_setup_commands']}")
 
 
 def job_recipes():
@@ -97,11 +103,15 @@ def test_cluster_yaml_holds_no_credentials():
 
 
 def test_token_reaches_head_workers_and_clients(raw):
+    """In the container's environment, so `ray exec cluster.yaml "ray status"` authenticates too (issue 21.6),
+    and readable by its owner only (Ray writes it 0644; issue 21.8)."""
     path = _token_path(raw)
     assert path.startswith("/"), f"token path on the nodes must be absolute; got {path!r}"
     for kind in ("head", "worker"):
-        cmds = _start_commands(raw, kind)
-        assert "RAY_AUTH_MODE=token" in cmds and f"RAY_AUTH_TOKEN_PATH={path}" in cmds, (kind, cmds)
+        env = _container_env(raw, kind)
+        assert env.get("RAY_AUTH_MODE") == "token" and env.get("RAY_AUTH_TOKEN_PATH") == path, (kind, env)
+    chmod = " && ".join(raw["setup_commands"])  # every node, in the container, after file_mounts
+    assert f"chmod 600 {path}" in chmod and "chmod 700 " + path.rsplit("/", 1)[0] in chmod, raw["setup_commands"]
     docs = (ROOT / "docs" / "aws.md").read_text()
     assert "ray get-auth-token --generate" in docs and "export RAY_AUTH_MODE=token" in docs
 
@@ -124,6 +134,74 @@ def test_head_role_can_launch_tag_terminate_and_pass_the_worker_role(raw):
     assert pass_role and "arn:aws:iam::<account-id>:role/mtssad-worker" in pass_role[0]["Resource"]
     for name in ("ec2-trust-policy", "mtssad-worker-policy", "launcher-policy"):
         json.loads((IAM / f"{name}.json").read_text())
+
+
+def test_gpu_workers_get_the_gpus_and_only_the_head_syncs_the_data(raw):
+    """Issue 21.1: `--gpus all` on the GPU workers' containers, whatever `docker info` lists (not on the
+    GPU-less head, where docker would refuse it). 21.7: the data is synced where it is read: the head."""
+    assert "--gpus all" in raw["docker"]["worker_run_options"]
+    assert not any("--gpus" in o for o in raw["docker"].get("run_options", []) + raw["docker"].get("head_run_options", []))
+    assert all(t["resources"].get("GPU", 0) >= 1 for n, t in raw["available_node_types"].items()
+               if n != raw["head_node_type"]), "worker_run_options' --gpus all needs a GPU on every worker type"
+    for key in ("setup_commands", "worker_setup_commands"):
+        assert not any("s3 sync" in c for c in raw.get(key) or []), (key, raw.get(key))
+    assert _synced_data_root(raw) == "/mnt/mtssad/data"
+
+
+def test_an_on_demand_gpu_type_backs_the_spot_one(raw):
+    """Issue 21.4: when spot launches fail, the autoscaler can launch the same GPU on demand; with both
+    available it picks spot (equal scores: the type name sorting last wins, resource_demand_scheduler)."""
+    types = raw["available_node_types"]
+    gpu = {n: t for n, t in types.items() if t["resources"].get("GPU", 0) > 0}
+    spot = [n for n, t in gpu.items() if t["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot"]
+    ondemand = [n for n, t in gpu.items() if "InstanceMarketOptions" not in t["node_config"]]
+    assert spot and ondemand, gpu.keys()
+    assert gpu[ondemand[0]]["resources"] == gpu[spot[0]]["resources"]
+    assert sorted([spot[0], ondemand[0]], reverse=True)[0] == spot[0]  # ties: spot first
+    assert gpu[ondemand[0]]["max_workers"] <= gpu[spot[0]]["max_workers"]
+
+
+def test_head_role_acts_only_on_this_clusters_instances(raw):
+    """Issue 21.8: launching, tagging, stopping and terminating are scoped by the cluster's tag."""
+    policy = json.loads((IAM / "mtssad-head-policy.json").read_text())
+    name = raw["cluster_name"]
+    for s in policy["Statement"]:
+        acts = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+        mutating = {"ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:CreateTags"} & set(acts)
+        if mutating:
+            assert s["Resource"] != "*" and s.get("Condition"), s
+            cond = json.dumps(s["Condition"])
+            assert f'"ec2:ResourceTag/ray-cluster-name": "{name}"' in cond or '"ec2:CreateAction": "RunInstances"' in cond, s
+        if "ec2:RunInstances" in acts and any("instance/" in r for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])):
+            assert s["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == name, s
+
+
+def test_job_recipes_schedule_on_the_shipped_node_types(raw):
+    """Issue 21.3/21.5: what every recipe's class trials ask for fits one of cluster.yaml's node types, and a
+    GPU recipe never leaves the sweep one trial at a time on the 0-GPU head."""
+    import importlib.util
+
+    from mtssad.distributed.resources import plan_class_trials
+
+    types = raw["available_node_types"]
+    head = types[raw["head_node_type"]]["resources"]
+    for where, argv in job_recipes():
+        script = next(a for a in argv if a.endswith(".py"))
+        if script.endswith("ood.py"):  # one TorchTrainer run, no class trials: its workers take 1 GPU node each
+            continue
+        spec = importlib.util.spec_from_file_location("job", ROOT / script)
+        job = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(job)
+        args = job.parse_args([a.replace("$BUCKET", "b") for a in argv[argv.index(script) + 1:]])
+        workers = args.num_workers or 1  # left open with --use-gpu: 1 (tune.sweep_workers)
+        plan = plan_class_trials(num_workers=workers, use_gpu=args.use_gpu, cpus_per_trial=args.cpus_per_trial,
+                                 gpus_per_trial=args.gpus_per_trial, driver_cpus=1.0,
+                                 driver_resources={args.driver_resource: 1} if args.driver_resource else None,
+                                 max_concurrent_trials=args.max_concurrent_trials, cluster=dict(head))
+        need = plan["trial_resources"]
+        fits = [n for n, t in types.items() if all(t["resources"].get(k, 0) >= v for k, v in need.items())]
+        assert fits, f"{where}: class trials ask for {need}; no node type offers it: {argv}"
+        assert plan["max_concurrent_trials"] is None, f"{where}: capped at {plan['max_concurrent_trials']}: {argv}"
 
 
 def test_job_recipes_agree_with_the_synced_layout(raw):

@@ -4,6 +4,7 @@ import json
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mtssad.distributed.resources import plan_class_trials, plan_resources
@@ -74,8 +75,8 @@ def test_plan_class_trials_ask_tune_for_what_the_trial_uses():
     assert p["mode"] == "in_process" and p["trial_resources"] == {"CPU": 1.0}
     assert p["max_concurrent_trials"] is None  # Tune places trials by resources: 2 at once on 2 CPUs
     g = plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=2, gpus_per_trial=0.25, driver_cpus=1.0,
-                          driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
-    assert g["trial_resources"] == {"CPU": 2.0, "GPU": 0.25, "TRAIN_DRIVER": 1}  # demand the autoscaler sees
+                          driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0})
+    assert g["trial_resources"] == {"CPU": 2.0, "GPU": 0.25}  # demand the autoscaler sees
     assert g["max_concurrent_trials"] is None and "no GPU" in g["note"]
     d = plan_class_trials(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
@@ -95,9 +96,9 @@ def test_plan_resources_fit_ddp_drivers_and_workers_on_two_cpus():
     g = plan_resources(num_workers=2, use_gpu=True, cpus_per_trial=4, gpus_per_trial=1, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 64.0, "GPU": 4.0})
     assert g["resources_per_worker"] == {"CPU": 2.0, "GPU": 0.5} and g["max_concurrent_trials"] == 4
-    a = plan_resources(num_workers=1, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
-                       max_concurrent_trials=None, cluster={"CPU": 8.0})  # autoscaling from 0 GPUs
-    assert a["max_concurrent_trials"] == 1 and "no GPU" in a["note"]
+    with pytest.raises(ValueError, match="no GPU right now.*--max-concurrent-trials"):  # autoscaling from 0 GPUs
+        plan_resources(num_workers=1, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+                       max_concurrent_trials=None, cluster={"CPU": 8.0})
 
 
 @pytest.fixture(scope="module")
@@ -212,14 +213,23 @@ def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits
     caplog.set_level(logging.INFO, logger="mtssad")
     kw = dict(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS,
               storage_path=str(tmp_path / "ray"), name="sweep", trial_max_failures=0)
-    with pytest.raises(SweepIncomplete, match="2 of 4 configs"):
-        run_sweep(digits16, crash_after_configs=1, **kw)
+    with pytest.raises(SweepIncomplete, match="2 of 4 configs") as e:
+        run_sweep(digits16, crash_after_configs=1, out=str(tmp_path / "out"), **kw)
+    assert "class 0 / ours: TrialDrill: fault drill" in str(e.value) and "class 1 / ours" in str(e.value)
+    partial = pd.read_parquet(tmp_path / "out" / "results.parquet")  # the finished configs, marked incomplete
+    assert len(partial) == 2 and partial["sweep_incomplete"].all() and partial["selected"].sum() == 2
+    assert sorted(partial["k"]) == [2, 2] and len(e.value.rows) == 2
     with pytest.raises(ValueError, match="resume=True"):
         run_sweep(digits16, **kw)
     caplog.clear()
-    rows = run_sweep(digits16, resume=True, **kw)
+    rows = run_sweep(digits16, resume=True, out=str(tmp_path / "out"), **kw)
     assert "resumed: 2 of 4 configs were done before" in caplog.text and "[4/4 configs]" in caplog.text
     assert len(rows) == 4
+    final = pd.read_parquet(tmp_path / "out" / "results.parquet")  # the partial rows replaced, one choice a class
+    assert len(final) == 4 and not final["sweep_incomplete"].any()
+    assert final.groupby("normal_class")["selected"].sum().tolist() == [1, 1]
+    assert {(r["normal_class"], r["k"]) for r in rows if r["selected"]} == {
+        (c, int(k)) for c, k in final[final["selected"]][["normal_class", "k"]].itertuples(index=False)}
     for c in ("0", "1"):
         mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
         assert [(r["k"], r["trial_start"], r["fit_index"]) for r in mine] == [(2, 0, 0), (3, 1, 1)]

@@ -45,7 +45,17 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage-path", default=os.environ.get("STORAGE_PATH"),
                    help="checkpoints and the Tune experiment: local dir, NFS or s3:// URI; shared storage on "
                         "multi-node clusters (default: $STORAGE_PATH, else OUTDIR/ray)")
-    g.add_argument("--max-failures", type=int, default=2, help="worker-group restarts per training run (default: %(default)s)")
+    g.add_argument("--max-failures", type=int, default=2,
+                   help="DDP worker-group restarts per training run (--num-workers 2+; default: %(default)s)")
+    g.add_argument("--max-retries", type=int, default=3,
+                   help="restarts of a failed class trial (a preempted spot node, a crash), each on any node from its "
+                        "last finished config (Tune's FailureConfig; default: %(default)s)")
+    g.add_argument("--allow-cpu-fallback", action="store_true",
+                   help="a class trial given a GPU its node cannot use trains on the CPU (warning) instead of failing at "
+                        "once (simulated clusters with fake GPUs; on AWS it means GPU hours at CPU speed)")
+    g.add_argument("--stall-timeout", type=float, default=30.0,
+                   help="minutes the class trials may all wait for resources no node offers (no GPU node starting, a "
+                        "spot quota of 0, ...) before the sweep stops with exit 6 (default: %(default)s)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                    help="cluster to join (default: $RAY_ADDRESS, else a cluster `ray start`ed on this machine, else a "
                         "local Ray is started)")
@@ -58,10 +68,21 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
                         "even if RAY_ADDRESS is set")
 
 
+def add_auto_resume_arg(p: argparse.ArgumentParser) -> None:
+    """The jobs' --auto-resume: how many times an incomplete sweep is resumed by the job itself."""
+    p.add_argument("--auto-resume", type=int, default=2,
+                   help="resume an incomplete sweep by itself up to this many times (after its trials ran out of "
+                        "--max-retries, e.g. several spot preemptions), then publish what finished (default: %(default)s)")
+
+
 def finish_ray_args(args):
     """Post-parse defaults shared by the jobs: --local means a 2-CPU local Ray unless --num-cpus."""
     if getattr(args, "local", False) and args.num_cpus is None:
         args.num_cpus = 2
+    if getattr(args, "auto_resume", 0) < 0:
+        from ..errors import UsageError
+
+        raise UsageError(f"--auto-resume must be >= 0; got {args.auto_resume}")
     return args
 
 
@@ -166,7 +187,9 @@ def storage_of(args) -> str:
 
 
 def experiment_dir(args) -> str:
-    return f"{storage_of(args)}/{getattr(args, 'experiment_name', 'sweep')}"
+    from .storage import join_uri
+
+    return join_uri(storage_of(args), getattr(args, "experiment_name", "sweep"))
 
 
 def publish_results(args, name: str | None = None) -> str | None:
@@ -220,7 +243,9 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
             name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
-            max_failures=args.max_failures, out=args.out, verbose=1 if verbose else 0,
+            max_failures=args.max_failures, trial_max_failures=args.max_retries,
+            cpu_fallback=args.allow_cpu_fallback, stall_timeout_s=60.0 * args.stall_timeout,
+            out=args.out, verbose=1 if verbose else 0,
             score_all_test=getattr(args, "test_all_configs", False),
             task_search=getattr(args, "task_search", True),
             driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
@@ -231,18 +256,57 @@ def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
     return rows
 
 
-def run_sweep_command(args) -> int:
-    """`mtssad sweep`: the sweep, then the report."""
-    from ..errors import EXIT_INCOMPLETE
-    from .tune import SweepIncomplete
+INCOMPLETE_BANNER = "> **INCOMPLETE SWEEP**"
 
-    try:
-        run_sweep_from_args(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
-    except SweepIncomplete as e:
-        print(f"mtssad sweep: incomplete: {e}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+
+def report_incomplete(args, error) -> str | None:
+    """The report of an interrupted sweep's finished configs, marked incomplete at its top; its path (None
+    when nothing finished)."""
+    import os
+
     from ..report import render_report
 
+    if not os.path.exists(os.path.join(args.out, "results.parquet")):
+        return None
+    path = render_report(args.out)
+    text = open(path).read()
+    banner = (f"{INCOMPLETE_BANNER}: not every class trial finished; this report shows the configs that did "
+              f"(rows with `sweep_incomplete`: their class trial did not finish, so its selection may still "
+              f"change). {error}\n\nRerun the same command with --resume to finish it.\n\n")
+    with open(path, "w") as f:
+        f.write(banner + text)
+    return str(path)
+
+
+def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
+    """Run the sweep; when it ends incomplete (a trial out of retries, a lost node), resume it by itself up to
+    `resumes` times (never after a stall: the resources would still be missing). Then the report; an incomplete
+    sweep still writes and publishes what finished, marked so, and returns EXIT_INCOMPLETE (6)."""
+    from ..errors import EXIT_INCOMPLETE
+    from ..report import render_report
+    from .tune import SweepIncomplete, SweepStalled
+
+    attempt = 0
+    while True:
+        try:
+            run_sweep_from_args(args, grids=grids, ks=ks)
+            break
+        except SweepIncomplete as e:
+            if attempt >= resumes or isinstance(e, SweepStalled):
+                print(f"mtssad sweep: incomplete: {e}", file=sys.stderr)
+                path = report_incomplete(args, e)
+                if path:
+                    print(f"report (incomplete): {path}")
+                    publish_results(args)
+                return EXIT_INCOMPLETE
+            attempt += 1
+            args.resume = True
+            log.warning("sweep incomplete (%s); resuming it by itself (%d of %d)", e, attempt, resumes)
     print(f"report: {render_report(args.out)}")
     publish_results(args)
     return 0
+
+
+def run_sweep_command(args) -> int:
+    """`mtssad sweep`: the sweep, then the report (an interrupted sweep: the finished configs' report, exit 6)."""
+    return run_sweep_resuming(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)

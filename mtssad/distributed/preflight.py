@@ -42,7 +42,7 @@ def _check_storage(storage: str) -> None:
 
 
 def _check_resources(args) -> None:
-    checks = [("--max-failures", args.max_failures, 0)]
+    checks = [("--max-failures", args.max_failures, 0), ("--max-retries", getattr(args, "max_retries", 0), 0)]
     if args.num_workers is not None:
         checks.append(("--num-workers", args.num_workers, 1))
     if args.max_concurrent_trials is not None:
@@ -53,11 +53,16 @@ def _check_resources(args) -> None:
     for flag, value in (("--cpus-per-trial", args.cpus_per_trial), ("--gpus-per-trial", args.gpus_per_trial)):
         if value is not None and not value > 0:
             raise UsageError(f"{flag} must be > 0; got {value}")
+    stall = getattr(args, "stall_timeout", None)
+    if stall is not None and not stall > 0:
+        raise UsageError(f"--stall-timeout must be > 0 minutes; got {stall}")
     if args.gpus_per_trial is not None and not args.use_gpu:
         raise UsageError("--gpus-per-trial needs --use-gpu (trials train on CPUs without it)")
     if args.num_cpus is not None and args.num_cpus < 1:
         raise UsageError(f"--num-cpus must be >= 1; got {args.num_cpus}")
-    local = getattr(args, "local", False) or not args.ray_address
+    from .cli import connection_plan  # what ray_session will do: join a `ray start` cluster even without RAY_ADDRESS
+
+    local = connection_plan(args.ray_address, local=getattr(args, "local", False))[0] == "local"
     if args.use_gpu and local:  # a local Ray has this machine's GPUs only: trials would wait forever for one
         import torch
 
@@ -89,7 +94,9 @@ def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> 
             extra = {} if spec["grid"] is None else {"grid": grid_tuple(spec["grid"]), "k": spec["k"]}
             make_method(spec["method"], **{**params, **extra})  # DetectorConfig validation (backbone, lr, ...)
     _check_storage(storage)
-    exp = f"{storage}/{args.experiment_name}"
+    from .storage import join_uri
+
+    exp = join_uri(storage, args.experiment_name)
     exists = experiment_exists(exp)
     if exists and not args.resume:
         raise UsageError(f"a sweep named {args.experiment_name!r} already exists at {exp}: pass --resume to finish "

@@ -84,3 +84,96 @@ def make_progress_callback(total: int):
 
     return SweepProgress()
 
+
+
+# ---------------------------------------------------------------- steps of the running configs
+
+BOARD_NAMESPACE = "mtssad"  # named actors are looked up here from every trial, whatever the job's namespace
+
+
+class ProgressBoard:
+    """A small Ray actor (created by the sweep driver, named): class trials push where their fits are.
+
+    push(trial_id, what, config_i, configs, steps_done, steps_planned): one entry per trial, its latest;
+    snapshot() -> {trial_id: {..., "t": seconds since the board started}}; done(trial_id) drops it.
+    """
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.entries: dict[str, dict] = {}
+
+    def push(self, trial_id: str, what: str, config_i: int, configs: int, steps_done: int, steps_planned: int) -> None:
+        self.entries[trial_id] = {"what": what, "config_i": int(config_i), "configs": int(configs),
+                                  "steps_done": int(steps_done), "steps_planned": int(steps_planned),
+                                  "t": time.monotonic() - self.t0}
+
+    def snapshot(self) -> dict:
+        return {"now": time.monotonic() - self.t0, "entries": dict(self.entries)}
+
+
+def board_name(experiment: str, run_id: str) -> str:
+    """A name no other board has: the experiment, the driver's job and a random part (a resumed sweep in the
+    same job must not meet the previous board, which `ray.kill` ends asynchronously)."""
+    import uuid
+
+    return f"mtssad-progress-{experiment}-{run_id}-{uuid.uuid4().hex[:8]}"
+
+
+def start_board(name: str):
+    """The named board actor (0 CPUs, beside the driver); killed with the driver's job or by `ray.kill`."""
+    import ray
+
+    return ray.remote(num_cpus=0)(ProgressBoard).options(name=name, namespace=BOARD_NAMESPACE,
+                                                          lifetime=None).remote()
+
+
+def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config_i: int, configs: int) -> dict:
+    """Tell the sweep's board that this config started; return keyword arguments for `det.fit` that push
+    its steps there: {} when there is no board, or when this detector's `fit` takes no `progress_callback`
+    (the driver then shows the running config as "starting" until it finishes).
+
+    Called in the class trial's process; the board is looked up by name. Pushes are fire-and-forget:
+    a board that went away never stops training.
+    """
+    import inspect
+
+    if not board:
+        return {}
+    try:
+        import ray
+
+        handle = ray.get_actor(board, namespace=BOARD_NAMESPACE)
+    except Exception:  # no board (driver gone, older sweep): train without live progress
+        return {}
+
+    def progress_callback(steps_done: int, steps_planned: int) -> None:
+        try:
+            handle.push.remote(trial_id, what, config_i, configs, steps_done, steps_planned)
+        except Exception:
+            pass
+
+    progress_callback(0, 0)  # the config has started (its step count is known after the first epoch)
+    try:
+        takes = "progress_callback" in inspect.signature(det.fit).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {"progress_callback": progress_callback} if takes else {}
+
+
+def running_line(snapshot: dict, elapsed: float, stale_s: float = 600.0) -> str | None:
+    """One console line with the steps of the running configs, e.g.
+
+        [running] class 3 / ours 2x2 k=3 (config 1/2): 120/300 steps; class 4 / ours 2x2 k=3 (config 1/2): starting | elapsed 0:45
+
+    Entries not updated for `stale_s` seconds (a trial that ended or died) are left out; None when none is left.
+    """
+    now = snapshot.get("now", 0.0)
+    parts = []
+    for _, e in sorted(snapshot.get("entries", {}).items(), key=lambda kv: kv[1]["what"]):
+        if now - e["t"] > stale_s:
+            continue
+        steps = f"{e['steps_done']}/{e['steps_planned']} steps" if e["steps_planned"] else "starting"
+        parts.append(f"{e['what']} (config {e['config_i']}/{e['configs']}): {steps}")
+    if not parts:
+        return None
+    return f"[running] {'; '.join(parts)} | elapsed {_clock(elapsed)}"

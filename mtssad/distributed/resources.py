@@ -33,6 +33,13 @@ def plan_class_trials(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_p
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1; got {num_workers}")
     extra = dict(driver_resources or {})
+    if extra and use_gpu and num_workers < 2 and not ray_train:
+        raise ValueError(
+            f"--driver-resource {', '.join(extra)} with in-process GPU class trials: each trial would ask for "
+            f"CPU + GPU + {', '.join(extra)} on one node, and no node type offers both (cluster.yaml: "
+            f"{', '.join(extra)} on the CPU head, GPUs on the workers), so no trial would ever start. In-process "
+            "trials train where they run: drop --driver-resource (or use it with --num-workers 2+, where the "
+            "trial is a 1-CPU driver and its DDP workers take the GPUs)")
     if num_workers >= 2 or ray_train:
         plan = plan_resources(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                               gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus,
@@ -89,27 +96,49 @@ def plan_resources(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_
         if use_gpu:
             if total_gpu:
                 fits.append(total_gpu // gpus_per_trial)
-            else:
-                fits = [1]
-                note = ("the cluster has no GPU right now (autoscaling?): running 1 trial at a time; "
-                        "pass max_concurrent_trials = GPUs you expect // gpus_per_trial")
+            else:  # 1 at a time would leave every autoscaled GPU node but one idle for the whole sweep
+                raise ValueError(
+                    f"DDP class trials ({num_workers} workers on GPUs) on a cluster with no GPU right now (a 0-GPU "
+                    "head, GPU nodes still to be started): their workers are outside Tune's accounting, so how many "
+                    "trials can run at once cannot be read from the cluster. Pass --max-concurrent-trials "
+                    f"(GPUs you expect // {gpus_per_trial:g} GPUs per trial), or drop --num-workers to train each "
+                    "class in its own trial on 1 GPU (the default with --use-gpu)")
         max_concurrent_trials = max(1, int(min(fits))) if fits else 1
     return {"resources_per_worker": per_worker, "max_concurrent_trials": int(max_concurrent_trials), "note": note}
 
 
-def trial_device() -> tuple[str, int]:
+class GPUUnusable(RuntimeError):
+    """A trial was given a GPU its node cannot use (no driver, no container runtime, no `--gpus all`)."""
+
+
+def gpu_unusable_message(gpus, node: str) -> str:
+    """The one line a trial fails with when it was given a GPU that CUDA cannot see."""
+    return (f"this class trial was given GPU {gpus} on node {node}, but CUDA is not available there "
+            f"(torch.cuda.is_available() is False): check the node's NVIDIA driver (nvidia-smi on the host), the "
+            f"container runtime (docker info lists nvidia) and `--gpus all` in cluster.yaml's docker.run_options; "
+            f"--allow-cpu-fallback trains on the CPU instead (slow: GPU hours at CPU speed)")
+
+
+def trial_device(allow_cpu_fallback: bool = False) -> tuple[str, int]:
     """Inside a trial: ("cuda" if Tune gave it a GPU else "cpu", CPU threads it was given).
 
     Ray 2.60 no longer hides GPUs from 0-GPU actors, so a trial that asked for no GPU must not
     use one even if it sees it; with a GPU, Ray sets CUDA_VISIBLE_DEVICES, so "cuda" is the
-    trial's own.
+    trial's own. A trial given a GPU that CUDA cannot see (a node advertising GPUs its container
+    cannot reach) raises GPUUnusable at once, naming the node and the fix, unless
+    allow_cpu_fallback (then it warns and trains on the CPU: simulated clusters' fake GPUs).
     """
     import ray
     import torch
 
     gpus = ray.get_gpu_ids()
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    if gpus and not torch.cuda.is_available():  # a node declaring GPUs it lacks (or a broken driver): say so, run
-        log.warning("this trial was given GPU %s but CUDA is not available on its node: training on the CPU", gpus)
+    ctx = ray.get_runtime_context()
+    cpus = ctx.get_assigned_resources().get("CPU", 1.0)
+    if gpus and not torch.cuda.is_available():
+        node = f"{ctx.get_node_id()} ({ray.util.get_node_ip_address()})"
+        if not allow_cpu_fallback:
+            raise GPUUnusable(gpu_unusable_message(gpus, node))
+        log.warning("this trial was given GPU %s on node %s but CUDA is not available there: training on the CPU "
+                    "(--allow-cpu-fallback)", gpus, node)
         return "cpu", max(1, int(cpus))
     return ("cuda" if gpus else "cpu"), max(1, int(cpus))

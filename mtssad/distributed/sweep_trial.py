@@ -75,6 +75,8 @@ class SweepSettings:
     max_failures: int = 2  # DDP worker-group restarts per config
     controller_failure_limit: int = -1  # DDP: 0 makes an unschedulable worker group fail fast (tests)
     crash_after_configs: int | None = None  # fault drill: the trial's first start raises after this many fits
+    cpu_fallback: bool = False  # a trial given a GPU it cannot use trains on the CPU instead of failing (fake GPUs)
+    progress_board: str | None = None  # name of the driver's progress board actor (steps of running configs)
 
 
 class TrialDrill(RuntimeError):
@@ -165,7 +167,7 @@ def config_id(row_or_cfg: dict) -> tuple:
     return row_or_cfg.get("grid"), row_or_cfg.get("k"), tasks or None
 
 
-def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel):
+def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel, progress: dict | None = None):
     """Fit one config: (fitted detector, DDPFit or None).
 
     In the trial's process: None (the trial scores on its own device). With DDP workers
@@ -178,7 +180,7 @@ def _fit(det, method: str, d, s: SweepSettings, name: str, X_sel):
     from .train import fit_ddp
 
     if s.mode == IN_PROCESS or not METHODS[method].neural:
-        return det.fit(d.X_fit, X_val=d.X_val, y_val=d.y_val), None
+        return det.fit(d.X_fit, X_val=d.X_val, y_val=d.y_val, **(progress or {})), None
     out = fit_ddp(
         d.X_fit, det, num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=s.resources_per_worker,
         storage_path=s.train_storage, name=name, max_failures=s.max_failures,
@@ -232,7 +234,13 @@ def run_class_configs(task: dict, dataset, s: SweepSettings, state: TrialState, 
             params["device"] = device  # the trial's own device, whatever params said
         det = make_method(method, **params)
         name = f"train-{trial_id}-{cfg['grid']}-k{cfg['k']}" + ("-no-jigsaw" if cfg.get("tasks") else "")
-        det, scored = _fit(det, method, d, s, name=name, X_sel=X_sel)
+        from .progress import fit_progress_kwargs  # live steps on the driver's console (progress_callback)
+
+        label = f" {cfg['grid']} k={cfg['k']}" if cfg["grid"] else ""
+        label += " no jigsaw" if cfg.get("tasks") else ""
+        progress = fit_progress_kwargs(det, s.progress_board, trial_id, f"class {ds.class_names[c]} / {method}{label}",
+                                       task["configs"].index(cfg) + 1, len(task["configs"]))
+        det, scored = _fit(det, method, d, s, name=name, X_sel=X_sel, progress=progress)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         val_auroc = auroc(y_sel, scored.scores["selection"] if scored else score_with_heads(det, X_sel)[0])
@@ -340,7 +348,7 @@ def class_trial(config: dict, dataset=None, settings: SweepSettings | None = Non
     from .resources import trial_device
 
     s = settings
-    device, threads = trial_device()
+    device, threads = trial_device(allow_cpu_fallback=s.cpu_fallback)
     if s.mode == IN_PROCESS:
         torch.set_num_threads(threads)  # the CPUs this trial reserved, also when Ray reuses the actor
     state = TrialState.from_checkpoint(ray.tune.get_checkpoint())

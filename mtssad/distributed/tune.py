@@ -28,24 +28,30 @@ import logging
 
 import numpy as np
 
-from .progress import make_progress_callback
+from .progress import board_name, make_progress_callback, start_board
 from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
 from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, mark_jigsaw_kept, select_by_validation
 from .sweep_space import class_tasks, config_label, sweep_trials
-from .storage import absolute
+from .storage import absolute, join_uri
 from .sweep_identity import check_resume_identity, save_identity, sweep_identity
 from .sweep_trial import SweepSettings, TrialState, class_trial
 
 log = logging.getLogger("mtssad.sweep")
 
 
-def sweep_workers(num_workers: int | None, train_labels, classes, val_fraction: float) -> int:
+def sweep_workers(num_workers: int | None, train_labels, classes, val_fraction: float, use_gpu: bool = False) -> int:
     """DDP workers per config: as given, or (None) by the largest class's fit set (`ddp_workers`' rule:
-    2 workers from DDP_MIN_FIT_IMAGES fit images, else 1 = in the trial's own process)."""
+    2 workers from DDP_MIN_FIT_IMAGES fit images, else 1 = in the trial's own process).
+
+    With use_gpu and nothing asked, 1: each class trial trains on its own GPU, and the sweep scales by
+    running many trials (GPU demand the autoscaler sees); DDP would cap the trials on a 0-GPU head."""
     from .train import DDP_MIN_FIT_IMAGES, ddp_workers
 
     if num_workers is not None:
         return int(num_workers)
+    if use_gpu:
+        log.info("--num-workers left open with --use-gpu: 1 (a class trial per GPU; pass --num-workers 2+ for DDP)")
+        return 1
     counts = np.bincount(np.asarray(train_labels), minlength=max(classes) + 1)
     n_fit = int(max(counts[c] for c in classes) * (1 - val_fraction))
     workers = ddp_workers(None, n_fit) or 1
@@ -54,7 +60,22 @@ def sweep_workers(num_workers: int | None, train_labels, classes, val_fraction: 
 
 
 class SweepIncomplete(RuntimeError):
-    """Some class trials did not finish (error or interruption); rerun with resume=True to finish only those."""
+    """Some class trials did not finish (error or interruption); rerun with resume=True to finish only those.
+
+    rows: every finished config's row (selection among each class's finished configs), also those of
+    unfinished trials (`sweep_incomplete=True`); written to `out` before this is raised.
+    """
+
+    def __init__(self, message: str, rows: list | None = None):
+        super().__init__(message)
+        self.rows = list(rows or [])
+
+
+class SweepStalled(SweepIncomplete):
+    """The class trials waited for resources no node offered for longer than the stall timeout."""
+
+
+INCOMPLETE = "sweep_incomplete"  # row column: True for a finished config of a class trial that has not finished
 
 
 def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"), ks=(3,), params: dict | None = None,
@@ -66,7 +87,8 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
               out: str | None = None, verbose: int = 0, score_all_test: bool = False,
               val_anomaly_ratio: float = VAL_ANOMALY_RATIO, val_max_anomalies: int = VAL_MAX_ANOMALIES,
               reuse_actors: bool | None = None, crash_after_configs: int | None = None,
-              ray_train: bool = False, task_search: bool = False) -> list[dict]:
+              ray_train: bool = False, task_search: bool = False, cpu_fallback: bool = False,
+              stall_timeout_s: float | None = None, progress_every_s: float = 30.0) -> list[dict]:
     """Run (or resume) a sweep on the connected Ray cluster; return one result row per config.
 
     dataset: an `ImageDataset`. classes: normal class indices (None = all). params: DetectorConfig
@@ -84,7 +106,13 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     task_search: `ours` also trains its geometric heads alone (no jigsaw) as one more config per class,
     selected with the others on validation (sweep_space); the selected row's `jigsaw_kept` says which won.
     Off here (today's search space for Python callers); `mtssad sweep` turns it on unless --no-task-search.
-    Raises SweepIncomplete when a trial errored or the sweep was interrupted.
+    trial_max_failures: Tune restarts of a failed class trial (a preempted node, a crash), each from its
+    last checkpoint. cpu_fallback: a trial given a GPU it cannot use trains on the CPU (with a warning)
+    instead of failing at once. stall_timeout_s: stop (SweepStalled) after class trials waited this long
+    for resources while none ran (default watch.STALL_TIMEOUT_S); progress_every_s: how often the steps of
+    the running configs are logged.
+    Raises SweepIncomplete when a trial errored or the sweep was interrupted (SweepStalled when it
+    stopped waiting for resources), after writing the finished configs' rows to `out`.
     """
     import ray
     import ray.tune
@@ -101,7 +129,7 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
     if not specs:
         raise ValueError("no valid config: every (grid, k) combination was skipped")
     tasks = class_tasks(specs)
-    num_workers = sweep_workers(num_workers, dataset.train_labels, classes, val_fraction)
+    num_workers = sweep_workers(num_workers, dataset.train_labels, classes, val_fraction, use_gpu=use_gpu)
     plan = plan_class_trials(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                              gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus, driver_resources=driver_resources,
                              max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources(),
@@ -113,11 +141,12 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
         params=params, seed=seed, val_fraction=val_fraction, val_anomaly_ratio=val_anomaly_ratio,
         val_max_anomalies=val_max_anomalies, score_all_test=score_all_test, mode=plan["mode"],
         num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=plan["resources_per_worker"],
-        train_storage=f"{storage}/{name}-train", max_failures=max_failures,
-        controller_failure_limit=controller_failure_limit, crash_after_configs=crash_after_configs)
+        train_storage=join_uri(storage, f"{name}-train"), max_failures=max_failures,
+        controller_failure_limit=controller_failure_limit, crash_after_configs=crash_after_configs,
+        cpu_fallback=cpu_fallback, progress_board=board_name(name, ray.get_runtime_context().get_job_id()))
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(class_trial, dataset=dataset, settings=settings), plan["trial_resources"])
-    exp = f"{storage}/{name}"
+    exp = join_uri(storage, name)  # a ?query (s3://b/p?region=...) stays at the end
     log.info("sweep %s: %d configs in %d class trial(s), each asking for %s%s, up to %s at once; experiment %s",
              name, len(specs), len(tasks), plan["trial_resources"],
              f" + {num_workers} DDP workers x {plan['resources_per_worker']}" if plan["mode"] == DDP else "",
@@ -147,30 +176,87 @@ def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"),
                 failure_config=ray.tune.FailureConfig(max_failures=trial_max_failures),
                 checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
         )
-    grid = tuner.fit()
-    rows, bests, problems, n_done = [], {}, [], 0
+    from .watch import STALL_TIMEOUT_S, SweepWatch
+
+    board = start_board(settings.progress_board)
+    try:
+        with SweepWatch(board=settings.progress_board, line_every_s=progress_every_s,
+                        first_line_s=min(20.0, progress_every_s),
+                        stall_timeout_s=STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s) as watch:
+            grid = tuner.fit()
+    finally:
+        ray.kill(board)
+    return collect_rows(grid, tasks, dataset, len(specs), out=out, stalled=watch.stalled)
+
+
+def _task_key(task: dict) -> tuple:
+    return str(task.get("normal_class")), str(task.get("method"))
+
+
+def collect_rows(grid, tasks: list[dict], dataset, n_specs: int, *, out=None, stalled: str | None = None) -> list[dict]:
+    """The sweep's rows from Tune's results: selected, sorted, written to `out`; SweepIncomplete when some
+    class trial did not finish (its finished configs are written too, marked `sweep_incomplete`)."""
+    rows, bests, problems, seen, complete = [], {}, [], set(), True
     for res in grid:
         task = (res.config or {}).get("task", {})
-        state = TrialState.from_checkpoint(res.checkpoint) if res.checkpoint is not None else TrialState()
-        n_done += len(state.rows)
-        if res.error is not None or len(state.rows) < len(task.get("configs", [None])):
-            why = type(res.error).__name__ if res.error else "not finished"
-            problems.append(f"class {task.get('normal_class')} / {task.get('method')}: {why} "
-                            f"({len(state.rows)}/{len(task.get('configs', []))} configs done)")
+        if not task:
             continue
-        rows += state.rows  # in training order: selection's tie rule (first wins) is the trial's
+        seen.add(_task_key(task))
+        state = TrialState.from_checkpoint(res.checkpoint) if res.checkpoint is not None else TrialState()
+        finished = res.error is None and len(state.rows) >= len(task["configs"])
+        if not finished:
+            complete = False
+            why = _error_line(res.error) if res.error is not None else "not finished"
+            problems.append(f"{_class_name(dataset, task)} / {task.get('method')}: {why} "
+                            f"({len(state.rows)}/{len(task['configs'])} configs done)")
+        # in training order: selection's tie rule (first wins) is the trial's
+        rows += [dict(r, **{INCOMPLETE: not finished}) for r in state.rows]
         if state.best_name is not None:
             bests[state.best_name] = state
-    if len(rows) < len(specs):  # an interrupted sweep may not have created every trial yet
-        raise SweepIncomplete(f"{len(specs) - n_done} of {len(specs)} configs did not finish ({'; '.join(problems[:5]) or 'not started'}); "
-                              f"finished configs are kept in their trials' checkpoints: rerun the same command with --resume "
-                              f"(resume=True in Python; same storage path and name) to run only the rest")
-    rows = mark_jigsaw_kept(select_by_validation(rows))
+    for task in tasks:  # an interrupted sweep may not have created every trial: name the ones that never started
+        if _task_key(task) not in seen:
+            complete = False
+            problems.append(f"{_class_name(dataset, task)} / {task['method']}: never started "
+                            f"(0/{len(task['configs'])} configs done)")
+    # A class trial scores its test split once, at its end, for the config it chose: an unfinished trial has
+    # chosen nothing yet, so its finished configs are written unselected (no test figure is made up for them).
+    rows = [dict(r, selected=r["selected"] and not r[INCOMPLETE]) for r in select_by_validation(rows)]
+    rows = mark_jigsaw_kept(rows)
     rows.sort(key=lambda r: (str(r["normal_class"]), r["method"], str(r.get("grid")), r.get("k") or 0,
                              str(r.get("task_config"))))
-    if out is not None:
+    if out is not None and rows:
         write_sweep_outputs(rows, bests, out)
+    if not complete:
+        where = (f"the {len(rows)} finished config(s) are in {out}/results.parquet (marked sweep_incomplete where "
+                 "their class trial did not finish) and " if out is not None and rows else "finished configs are ")
+        msg = (f"{n_specs - len(rows)} of {n_specs} configs did not finish: {'; '.join(problems[:8])}"
+               f"{f' (+{len(problems) - 8} more)' if len(problems) > 8 else ''}; {where}kept in their trials' "
+               "checkpoints: rerun the same command with --resume (resume=True in Python; same storage path and "
+               "name) to run only the rest")
+        if stalled:
+            raise SweepStalled(f"stopped waiting for resources ({stalled}); {msg}", rows)
+        raise SweepIncomplete(msg, rows)
     return rows
+
+
+def _class_name(dataset, task: dict) -> str:
+    c = task.get("normal_class")
+    try:
+        return f"class {dataset.class_names[int(c)]}"
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return f"class {c}"
+
+
+def _error_line(error) -> str:
+    """A trial's error in one line: its type and the last line of its message (the cause, e.g. a GPU it cannot use)."""
+    import re
+
+    text = str(error).strip()
+    last = text.splitlines()[-1].strip() if text else ""
+    m = re.match(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*): (.*)$", last)
+    if m:  # a trial's error comes wrapped (RayTaskError(...)); its last line is the cause as Python prints it
+        return f"{m.group(1)}: {m.group(2)[:300]}"
+    return f"{type(error).__name__}: {last[:300]}" if last else type(error).__name__
 
 
 def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
@@ -183,7 +269,7 @@ def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
     from ..results import ResultsStore, row_key
 
     store = ResultsStore(out)
-    done = store.done_keys()
+    done = _final_keys(store)
     added = 0
     for r in rows:
         if not r["selected"] or row_key(r) in done:
@@ -202,11 +288,22 @@ def write_rows(rows: list[dict], out) -> int:
     from ..results import ResultsStore, row_key
 
     store = ResultsStore(out)
-    done = store.done_keys()
+    done = _final_keys(store)
     new = [r for r in rows if row_key(r) not in done]
     if new:
         store.append(new)
     return len(new)
+
+
+def _final_keys(store) -> set:
+    """Keys of stored rows that are final: not written by an interrupted sweep (`sweep_incomplete`), whose
+    `selected` may still change when the rest of the class trial finishes."""
+    from ..results import row_key
+
+    table = store._read_table()
+    if table is None or INCOMPLETE not in table.column_names:
+        return store.done_keys()
+    return {row_key(r) for r in table.to_pylist() if r.get(INCOMPLETE) is not True}
 
 
 def classes_summary(rows: list[dict]) -> str:
@@ -223,4 +320,5 @@ def classes_summary(rows: list[dict]) -> str:
 
 
 __all__ = ["run_sweep", "sweep_trials", "class_trial", "select_by_validation", "plan_resources",
-           "plan_class_trials", "write_rows", "write_sweep_outputs", "SweepIncomplete", "classes_summary"]
+           "plan_class_trials", "write_rows", "write_sweep_outputs", "SweepIncomplete", "SweepStalled",
+           "classes_summary", "collect_rows", "INCOMPLETE"]
