@@ -248,11 +248,16 @@ def test_progress_line_says_configs_done_class_elapsed_and_eta():
 
 
 def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_configs():
-    from mtssad.cli import build_parser
+    from mtssad.cli import build_parser, method_params
     from mtssad.config import DetectorConfig
+    from mtssad.data import default_min_steps
 
     args = build_parser().parse_args(["sweep"])
-    assert args.min_steps == DetectorConfig().min_steps == build_parser().parse_args(["evaluate"]).min_steps == 300
+    for dataset in ("digits", "glyphs"):  # the sweep trains with evaluate's budget: the data set's (digits 50, else 300)
+        sweep = method_params(build_parser().parse_args(["sweep", "--dataset", dataset]))["min_steps"]
+        evaluate = method_params(build_parser().parse_args(["evaluate", "--dataset", dataset]))["min_steps"]
+        assert sweep == evaluate == default_min_steps(dataset)
+    assert default_min_steps("glyphs") == DetectorConfig().min_steps == 300 and default_min_steps("digits") == 50
     assert args.test_all_configs is False and args.epochs == 10
     assert build_parser().parse_args(["sweep", "--test-all-configs"]).test_all_configs
     assert args.task_search is True and build_parser().parse_args(["sweep", "--no-task-search"]).task_search is False
