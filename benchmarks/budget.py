@@ -1,7 +1,7 @@
 """The training budget, decided by measurement: one trajectory per (data set, class, method, seed, horizon).
 
-    python benchmarks/budget.py --datasets digits glyphs --seeds 0 1 2 --horizons 50 100 300 --workers 12 \
-        --device cuda --out OUTDIR                      # a GPU machine: ~5 minutes
+    python benchmarks/budget.py --datasets digits glyphs --seeds 0 1 2 --horizons 50 100 300 --workers 14 \
+        --device cuda --out OUTDIR    # an H200 ran 168 of these 540 fits in 336 s (then its --deadline)
     python benchmarks/budget.py --quick --out OUTDIR    # CPU smoke run: 2 classes, 1 seed, short horizons
     python benchmarks/budget_report.py OUTDIR/budget_trajectories.json   # the tables and the chosen rule
 
