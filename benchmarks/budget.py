@@ -36,8 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-GLYPH_FONTS = ["DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold",
-               "DejaVuSansMono", "STIXGeneral", "STIXGeneralItalic", "cmr10", "cmss10"]  # the ablation's 10 fonts
+from ablation_seeds import GLYPH_FONTS  # the ablation's 10 fonts (run from benchmarks/, which Python puts on the path)
 
 
 def parse_args(argv=None):

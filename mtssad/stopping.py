@@ -17,7 +17,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .transforms import Plan
 
@@ -102,18 +101,15 @@ def _batchnorms(model: nn.Module) -> list[nn.Module]:
 @torch.no_grad()
 def plan_loss_eval(model: nn.Module, plan: Plan, images: torch.Tensor, *, device: torch.device,
                    batch_size: int = 256) -> float:
-    """Mean over `images` of eq. 7's summed cross-entropies, in eval mode with evaluation offsets."""
-    from .train import to_model_input
+    """Mean over `images` of eq. 7's summed cross-entropies (`train.plan_loss`), in eval mode with evaluation offsets."""
+    from .train import plan_loss, to_model_input
 
     model.eval()
     total, n = 0.0, 0
     for start in range(0, len(images), batch_size):
         x = to_model_input(images[start:start + batch_size], device)  # (B, C, H, W)
-        logits = model(plan.make(x, train=False))  # head -> (V*B, m)
-        for i, head in enumerate(plan.heads):
-            keep, y = plan.head_targets(i, device)
-            lg = logits[head.name].view(plan.num_variants, len(x), -1)[keep].flatten(0, 1).float()
-            total += float(F.cross_entropy(lg, y.repeat_interleave(len(x)), reduction="sum")) * plan.loss_weight
+        loss, _, _ = plan_loss(model(plan.make(x, train=False)), plan, len(x))  # the batch's mean
+        total += float(loss) * len(x)
         n += len(x)
     return total / max(1, n)
 
