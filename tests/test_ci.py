@@ -15,6 +15,9 @@ def test_ci_runs_the_readmes_test_command_and_the_readme_says_what_it_selects():
     assert command in ci.splitlines(), (command, ci)
     assert "set -euo pipefail" in ci and "|| true" not in ci  # exit 5 (no tests) fails CI like a failure
     opts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
-    deselected = re.search(r"-m\s+'([^']*)'", opts["addopts"])
-    if deselected:  # what the default run leaves out is said next to the command, with the way to run it all
-        assert deselected.group(1) == "not slow" and "`slow`" in readme and 'pytest -q -m ""' in readme
+    # CI runs every test, the slow cluster ones included (issue 21): nothing selected away by default,
+    # and the README offers the quick loop for development
+    pytest_args = command.split("pytest", 1)[1].split()
+    assert "-m" not in opts["addopts"].split() and "-m" not in pytest_args, (opts["addopts"], command)
+    assert 'pytest -q -m "not slow"' in readme
+

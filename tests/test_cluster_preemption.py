@@ -97,7 +97,7 @@ def test_a_gpu_node_removed_mid_trial_the_trial_resumes_elsewhere_and_the_sweep_
     out = root / "out"
     ks = ["3", "4", "5"]
     cmd = SWEEP_CMD + ["sweep", "--dataset", "digits", "--side", "16", "--classes", "0", "--grid-search", "2x2",
-                       "--k-search", *ks, "--backbone", "wrn-10-1", "--epochs", "4", "--min-steps", "0",
+                       "--k-search", *ks, "--no-task-search", "--backbone", "wrn-10-1", "--epochs", "4", "--min-steps", "0",
                        "--batch-size", "16", "--use-gpu", "--gpus-per-trial", "1", "--allow-cpu-fallback",
                        "--max-retries", "3", "--storage-path", storage, "--experiment-name", name, "--out", str(out)]
     env = head.env | {"RAY_ADDRESS": head.address, "RAY_AUTH_MODE": "token"}
