@@ -41,24 +41,18 @@ __all__ = ["DetectorFileError", "FitData", "MultiTaskDetector", "init_signature"
 PARAM_DEFAULTS = {**config_defaults(), "image_shape": None}
 
 
-def init_signature(base: type, **changes) -> inspect.Signature:
-    """`base.__init__`'s signature with some defaults changed or keyword-only parameters added.
+def init_signature(base: type | None, **changes) -> inspect.Signature:
+    """`base.__init__`'s signature (`(self)` for None) with defaults changed or keyword-only parameters added.
 
-    scikit-learn reads an estimator's parameters from its __init__ signature. A subclass
-    whose __init__ forwards **params to its base sets this as `__init__.__signature__`
-    instead of repeating two dozen keywords; get_params, clone and help() then see them all.
+    scikit-learn reads an estimator's parameters from its __init__ signature. An __init__ that
+    takes **params sets this as its `__signature__` instead of spelling out two dozen keywords;
+    get_params, clone and help() then see them all.
     """
-    sig = inspect.signature(base.__init__)
+    sig = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    sig = inspect.signature(base.__init__) if base is not None else sig
     params = [p.replace(default=changes.pop(p.name)) if p.name in changes else p for p in sig.parameters.values()]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d) for name, d in changes.items()]
     return sig.replace(parameters=params)
-
-
-def keyword_signature(defaults: dict) -> inspect.Signature:
-    """(self, *, name=default, ...): the signature scikit-learn reads the parameters of an __init__(**params) from."""
-    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return inspect.Signature([self_param] + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d)
-                                             for name, d in defaults.items()])
 
 
 @dataclass
@@ -98,21 +92,16 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     Sign conventions (scikit-learn's, as OneClassSVM and IsolationForest):
     score_samples(X) higher = more normal; decision_function(X) = score_samples(X) - offset_,
     negative = anomaly; predict(X) +1 normal / -1 anomaly; fit_predict(X) = fit(X).predict(X).
-    PyOD's names map as: PyOD decision_function(X) (higher = more anomalous) = -score_samples(X);
-    PyOD decision_scores_ = -score_samples(X_train); PyOD threshold_ = -threshold_ here;
-    PyOD labels (1 = outlier, 0 = inlier) = (predict(X) == -1).astype(int).
+    PyOD's names (higher = more anomalous) map as docs/sklearn.md says: PyOD's scores are -score_samples.
 
     threshold_ is the `contamination` quantile of held-out normal scores: X_val's normals when
     fit gets them, else a seeded `calibration_fraction` of X held out of training
     (`mtssad.calibration`); with calibration_fraction=0 and no X_val it falls back to the
     optimistic training scores, and predict() warns.
 
-    sklearn.utils.estimator_checks.check_estimator passes every check that does not fit on
-    tabular data (clone, get_params/set_params, repr, no validation in __init__, unfitted
-    errors, sparse/complex/1-D input refused ...). The checks that fit on (n, 1-10) tables of
-    arbitrary reals cannot apply to images (pixels in [0, 1] or 0-255, H, W >= 4):
-    docs/sklearn.md lists each with its reason; tests/test_sklearn_api.py asserts that
-    exactly those fail and tests what they check on images instead.
+    sklearn's check_estimator passes every check that does not fit on tabular data (clone,
+    get_params/set_params, repr, no validation in __init__, unfitted errors, sparse/complex/1-D input
+    refused ...); docs/sklearn.md gives each other check's reason, tests/test_sklearn_api.py tests them.
     """
 
     def __init__(self, **params):
@@ -122,7 +111,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         for name, default in PARAM_DEFAULTS.items():
             setattr(self, name, params.get(name, default))
 
-    __init__.__signature__ = keyword_signature(PARAM_DEFAULTS)  # one keyword per PARAM_DEFAULTS entry
+    __init__.__signature__ = init_signature(None, **PARAM_DEFAULTS)  # (self, *, tasks=..., ..., image_shape=None)
 
     @classmethod
     def from_config(cls, config: DetectorConfig, **params):
@@ -229,7 +218,11 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
                                  expected_shape=tuple(X.shape[1:]), name="X_val")
             y_val = check_labels(y_val, len(X_val), name="y_val")
         check_selection_data(config.head_selection, y_val)
-        X, X_cal = self.hold_out_calibration(X, y_val)
+        X_cal = None  # a seeded calibration_fraction of X sets threshold_ unless X_val's normals do
+        if config.calibration_fraction > 0 and (y_val is None or not y_val.any()):
+            fit_idx, cal_idx = calibration_split(len(X), config.calibration_fraction, config.seed)
+            if len(cal_idx):
+                X, X_cal = X[torch.from_numpy(fit_idx)], X[torch.from_numpy(cal_idx)]
         check_stopping_data(config.early_stopping, X_val, y_val, X_cal)
         return FitData(config, X, X_val, y_val, X_cal)
 
@@ -263,20 +256,6 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         self.best_step_ = int(best_step) if best_step else self.steps_trained_
         if seconds is not None:
             self.train_seconds_ = seconds
-
-    def hold_out_calibration(self, X: torch.Tensor, y_val=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(images to train on, held-out calibration normals or None) per `calibration_fraction`.
-
-        Nothing is held out when y_val flags held-out normals (they set threshold_) or when
-        calibration_fraction is 0. The split is seeded by `seed`; the Ray path uses it too.
-        """
-        c = self.config
-        if c.calibration_fraction == 0 or (y_val is not None and np.asarray(y_val).astype(bool).any()):
-            return X, None
-        fit_idx, cal_idx = calibration_split(len(X), c.calibration_fraction, c.seed)
-        if len(cal_idx) == 0:
-            return X, None
-        return X[torch.from_numpy(fit_idx)], X[torch.from_numpy(cal_idx)]
 
     def validation_accuracy(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
         """Per-head accuracy on held-out normal and anomalous images (the task-suitability diagnostic)."""
