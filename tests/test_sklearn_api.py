@@ -54,7 +54,8 @@ SKLEARN_CHECKS_NOT_APPLICABLE = {
     "check_estimators_empty_data_messages": "expects sklearn's tabular wording '0 feature(s) (shape=(n, 0))'; "
                                             "the detector says which image shape it expects",
     "check_fit2d_1sample": "expects the wording '1 sample' for a (1, 10) table; the detector names the image shape",
-    "check_fit2d_1feature": "expects the wording '1 feature(s)' for a (10, 1) table; the detector names the image shape",
+    "check_fit2d_1feature": "expects the wording '1 feature(s)' for a (10, 1) table; "
+                            "the detector names the image shape",
 }
 
 

@@ -191,7 +191,8 @@ def test_the_k_fits_grid_rule_is_one_rule_with_one_message_everywhere(grid, k):
 def test_loss_is_eq7_sum_for_ours_and_composition_mean_for_composed_plans():
     from mtssad.train import plan_loss
 
-    ours = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
+    ours = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2),
+                                      margin=1))
     mh = composed_plan(build_tasks(("vertical", "horizontal", "rotation"), (16, 16)))
     n = 5
     for plan, expected in ((ours, 3 * math.log(3) + 3 * math.log(3) + 4 * math.log(4) + 3 * math.log(3)),
