@@ -17,7 +17,8 @@ from mtssad.transforms import build_tasks, multitask_plan
 
 
 def test_score_is_eq5_eq6_on_stub_head_outputs():
-    plan = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
+    plan = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2),
+                                      margin=1))
     g = torch.Generator().manual_seed(0)
     probs = {h.name: torch.rand(11, 2, h.num_classes, generator=g).softmax(-1) for h in plan.heads}
     s = head_scores(probs, plan)
@@ -188,7 +189,7 @@ def test_standardize_does_not_let_a_saturated_heads_float_noise_decide_the_score
     test = {"rotation": np.r_[np.full(5, 3.2), np.full(5, 2.0)],
             "jigsaw": np.r_[np.full(5, 3 - 1e-8), np.full(5, 3.0)]}
     z = combine_heads(test, ["rotation", "jigsaw"], norm="standardize", stats=stats)
-    assert z[:5].min() > z[5:].max()  # without the floor the jigsaw noise (z ~ -16 for normals) would invert the ranking
+    assert z[:5].min() > z[5:].max()  # without the floor the jigsaw noise (z ~ -16 for normals) would invert ranks
     raw_sd = {h: (float(v.mean()), float(v.std())) for h, v in ref.items()}
     z_raw = combine_heads(test, ["rotation", "jigsaw"], norm="standardize", stats=raw_sd)
     assert z_raw[:5].max() < z_raw[5:].min()  # the failure the floor prevents, shown on the same numbers
