@@ -1,8 +1,9 @@
 """The one typed configuration of a self-supervised detector.
 
-Every field says why it exists. Validation that needs only the config lives
-here; validation that needs the images (grid vs. image side) lives in
-`mtssad.transforms.build_plan`.
+Every field says why it exists, and its default and rule live here only: estimators
+take the fields as parameters (`config_defaults`), the sweep and the transforms ask
+`jigsaw_k_problem`. Validation that needs the images (grid vs. image side) lives in
+`mtssad.transforms.check_image_fits`; checks on the data a fit gets in `mtssad.validation`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ def factorial_exceeds(n: int, k: int) -> bool:
     return f > k
 
 
+def jigsaw_k_problem(grid: tuple[int, int], k: int) -> str | None:
+    """Why k jigsaw permutations (identity included) cannot be drawn on this grid, or None when they can.
+
+    The one "k fits this grid" rule: DetectorConfig, the transforms and the sweep's search space ask it.
+    """
+    n_h, n_w = grid
+    if 2 <= k and factorial_exceeds(n_h * n_w, k):
+        return None
+    n = n_h * n_w
+    n_perm = math.factorial(n) if not factorial_exceeds(n, 10**18) else "more than 10^18"  # k < 2 on a big grid
+    return f"k must satisfy 2 <= k < ({n_h}*{n_w})! = {n_perm} for a {n_h}x{n_w} grid; got k={k}"
+
+
 def parse_backbone(name: str) -> tuple[int, int]:
     """'wrn-16-4' -> (16, 4); depth must be 6n+4 (n >= 1 residual blocks per stage)."""
     m = _BACKBONE_RE.match(str(name).lower())
@@ -59,9 +73,8 @@ def parse_backbone(name: str) -> tuple[int, int]:
         raise ValueError(f"backbone must look like 'wrn-<depth>-<width>' (e.g. wrn-16-4); got {name!r}")
     depth, width = int(m.group(1)), int(m.group(2))
     if depth < 10 or (depth - 4) % 6 != 0 or width < 1:
-        raise ValueError(
-            f"Wide-ResNet depth must be 6n+4 >= 10 and width >= 1 (e.g. 10, 16, 22, 28); got depth={depth}, width={width}"
-        )
+        raise ValueError(f"Wide-ResNet depth must be 6n+4 >= 10 and width >= 1 (e.g. 10, 16, 22, 28); "
+                         f"got depth={depth}, width={width}")
     return depth, width
 
 
@@ -69,6 +82,7 @@ def parse_backbone(name: str) -> tuple[int, int]:
 class DetectorConfig:
     """Hyperparameters of a self-supervised detector (defaults: the paper's, METHOD.md)."""
 
+    # Each field's comment says why it exists (continued on the lines below it where long).
     tasks: tuple[str, ...] = ALL_TASKS  # heads trained and scored; "geometric"/"jigsaw" give the paper's ablations
     grid: tuple[int, int] = (3, 3)  # jigsaw grid (n_h, n_w); the paper's best is 3x3
     k: int = 3  # jigsaw permutations incl. identity; the paper's best is 3
@@ -77,26 +91,41 @@ class DetectorConfig:
     backbone: str = "wrn-16-4"  # Wide-ResNet depth-width; wrn-10-1 for CPUs, wrn-16-8 is the paper's "~10M"
     dropout: float = 0.3  # dropout before each dense head, as in the paper
     epochs: int = 15  # passes over the normal training images (at least; see min_steps)
-    min_steps: int = 300  # optimizer steps a fit never goes below: a ~100-image class gets 4 steps an epoch, so whole epochs are added until this many steps
-    early_stopping: str = "none"  # "val_auroc" / "val_loss": stop when held-out AUROC (labelled X_val) / held-out normals' self-supervised loss stops improving, keep the best weights; the planned steps are the most a fit trains
+    min_steps: int = 300  # optimizer steps a fit never goes below: a ~100-image class gets 4 steps an epoch,
+    # so whole epochs are added until this many steps (per data set: mtssad.data.DATASET_MIN_STEPS)
+    early_stopping: str = "none"  # "val_auroc" / "val_loss": stop when held-out AUROC (labelled X_val) /
+    # held-out normals' self-supervised loss stops improving, keep the best weights; the planned steps are the
+    # most a fit trains
     eval_every: int = 25  # optimizer steps between early-stopping measurements (rounded up to whole epochs)
     patience: int = 4  # measurements without improvement before early stopping ends a fit
     batch_size: int = 32  # original images per step (each expanded to all its variants)
     lr: float = 0.1  # initial SGD learning rate, cosine-annealed to 0
     momentum: float = 0.9  # Nesterov momentum
     weight_decay: float = 5e-4  # L2 on all weights
-    bn_recalibration: bool = True  # recompute BatchNorm statistics over the training variants after training: running averages lag on small classes
-    score_norm: str = "none"  # "none" = paper's mean of per-head sums; "mean" divides by #transforms; "standardize" z-scores on held-out normals
-    score_heads: tuple[str, ...] | None = None  # heads averaged in the score (None = all trained heads); manual head selection
-    head_selection: str = "all"  # "diagnostic" drops heads the task-suitability diagnostic on the held-out data finds unsuited; "validation" keeps all heads or the geometric ones, whichever scores the higher AUROC on fit's labelled X_val/y_val: eq. 6's plain mean lets an unsuited head add noise (glyphs: jigsaw "too easy" on 29/30 runs), and the diagnostic reads task accuracy, not detection
+    bn_recalibration: bool = True  # recompute BatchNorm statistics over the training variants after training:
+    # running averages lag on small classes
+    score_norm: str = "none"  # "none" = paper's mean of per-head sums; "mean" divides by #transforms;
+    # "standardize" z-scores on held-out normals
+    score_heads: tuple[str, ...] | None = None  # heads averaged in the score (None = all trained heads);
+    # manual head selection
+    head_selection: str = "all"  # "diagnostic" drops heads the task-suitability diagnostic on the held-out
+    # data finds unsuited; "validation" keeps all heads or the geometric ones, whichever scores the higher AUROC
+    # on fit's labelled X_val/y_val: eq. 6's plain mean lets an unsuited head add noise (glyphs: jigsaw "too
+    # easy" on 29/30 runs), and the diagnostic reads task accuracy, not detection
     contamination: float = 0.05  # assumed anomaly fraction that sets threshold_ for predict()
-    calibration_fraction: float = 0.2  # training normals held out (seeded) to set threshold_ when fit gets no held-out normals: scores of training images are optimistic (a threshold on them flagged 7.8% of digits' test normals at contamination 0.05, 12.7% for digit 3); 0 = train on all, threshold on training scores (predict warns)
+    calibration_fraction: float = 0.2  # training normals held out (seeded) to set threshold_ when fit gets no
+    # held-out normals: scores of training images are optimistic (a threshold on them flagged 7.8% of digits'
+    # test normals at contamination 0.05, 12.7% for digit 3); 0 = train on all, threshold on training scores
+    # (predict warns)
     score_batch_size: int = 256  # original images per scoring batch; bounds memory, not results
     seed: int = 0  # seeds torch, numpy, permutations, jigsaw offsets and shuffling
     device: str = "auto"  # "auto" = cuda if available else cpu
     amp: bool = False  # mixed-precision autocast on GPU (see amp_dtype); ignored on CPU
-    amp_dtype: str = "auto"  # "auto" = bfloat16 where the GPU has it, else float16; float16 always trains with a GradScaler
-    channels_last: bool = True  # NHWC layout: oneDNN convolutions 1.2-1.6x faster on CPU (benchmarks/profile_hot_paths.py); same results up to float rounding, which depends more on the thread count than NCHW's
+    amp_dtype: str = "auto"  # "auto" = bfloat16 where the GPU has it, else float16; float16 always trains with
+    # a GradScaler
+    channels_last: bool = True  # NHWC layout: oneDNN convolutions 1.2-1.6x faster on CPU
+    # (benchmarks/profile_hot_paths.py); same results up to float rounding, which depends more on the thread
+    # count than NCHW's
     progress: bool = True  # tqdm bar with the loss during fit
 
     def __post_init__(self):
@@ -106,18 +135,17 @@ class DetectorConfig:
             extra = set(self.score_heads) - set(self.tasks)
             if extra:
                 raise ValueError(f"score_heads {sorted(extra)} are not trained heads; trained: {list(self.tasks)}")
-        grid = tuple(self.grid) if not isinstance(self.grid, str) else tuple(int(v) for v in self.grid.lower().split("x"))
+        grid = self.grid
+        grid = tuple(int(v) for v in grid.lower().split("x")) if isinstance(grid, str) else tuple(grid)
         if len(grid) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) for g in grid):
             raise ValueError(f"grid must be two integers (n_h, n_w); got {self.grid!r}")
         if min(grid) < 1 or grid[0] * grid[1] < 2:
             raise ValueError(f"grid must have n_h, n_w >= 1 and at least 2 cells; got {grid}")
         self.grid = grid
         if "jigsaw" in self.tasks:
-            if not (2 <= self.k and factorial_exceeds(grid[0] * grid[1], self.k)):
-                n_perm = math.factorial(grid[0] * grid[1])  # small here: n_perm <= k
-                raise ValueError(
-                    f"k must satisfy 2 <= k < ({grid[0]}*{grid[1]})! = {n_perm} for a {grid[0]}x{grid[1]} grid; got k={self.k}"
-                )
+            problem = jigsaw_k_problem(grid, self.k)
+            if problem:
+                raise ValueError(problem)
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0 px; got {self.margin}")
         if not (0 < self.shift < 0.5):
@@ -171,3 +199,8 @@ class DetectorConfig:
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def config_defaults() -> dict:
+    """Field name -> default, in field order: the parameters (and defaults) of estimators built on this config."""
+    return {f.name: f.default for f in fields(DetectorConfig)}

@@ -11,13 +11,11 @@ the score, not the machinery.
 
 from __future__ import annotations
 
+import copy
 import inspect
-import io
-import json
-import re
 import time
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,43 +23,47 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.exceptions import NotFittedError
 
-from . import __version__
 from .calibration import calibration_split, threshold_at, threshold_warning
-from .config import ALL_TASKS, DetectorConfig
+from .config import DetectorConfig, config_defaults
+from .detector_file import DetectorFileError, detector_bytes, load_detector, register_detector, write_detector_file
 from .diagnostic import choose_on_validation, head_verdict, select_heads, validation_candidates
-from .errors import CorruptFileError
 from .model import MultiHeadNet, count_parameters
 from .scoring import STD_FLOOR, combine_heads, head_accuracy, head_scores, head_stats, score_images, variant_probs
 from .train import fit_epochs, recalibrate_batchnorm, seed_everything, to_model_input
 from .transforms import Jigsaw, Plan, build_tasks, multitask_plan
-from .validation import check_image_shape, check_images, check_labels, resolve_device, unflatten_images
+from .validation import (check_fit_size, check_image_shape, check_images, check_labels, check_selection_data,
+                         check_stopping_data, resolve_device, unflatten_images)
 
-FILE_FORMAT = "mtssad-detector"
-FILE_VERSION = 1  # unchanged by the estimator parameters: "config" is still DetectorConfig JSON; "params" is optional
-DETECTOR_CLASSES: dict[str, type] = {}
-CONFIG_FIELDS = tuple(f.name for f in fields(DetectorConfig))
+__all__ = ["DetectorFileError", "FitData", "MultiTaskDetector", "init_signature", "register_detector"]
 
-
-class DetectorFileError(CorruptFileError):
-    """A saved detector that cannot be read: corrupt, truncated, foreign or from another format version."""
+# The estimator's parameters with their defaults: DetectorConfig's fields (the one place their defaults and
+# rules live), then image_shape, which says how X is given and is no part of the method.
+PARAM_DEFAULTS = {**config_defaults(), "image_shape": None}
 
 
-def register_detector(cls):
-    DETECTOR_CLASSES[cls.__name__] = cls
-    return cls
+def init_signature(base: type | None, **changes) -> inspect.Signature:
+    """`base.__init__`'s signature (`(self)` for None) with defaults changed or keyword-only parameters added.
 
-
-def init_signature(base: type, **changes) -> inspect.Signature:
-    """`base.__init__`'s signature with some defaults changed or keyword-only parameters added.
-
-    scikit-learn reads an estimator's parameters from its __init__ signature. A subclass
-    whose __init__ forwards **params to its base sets this as `__init__.__signature__`
-    instead of repeating two dozen keywords; get_params, clone and help() then see them all.
+    scikit-learn reads an estimator's parameters from its __init__ signature. An __init__ that
+    takes **params sets this as its `__signature__` instead of spelling out two dozen keywords;
+    get_params, clone and help() then see them all.
     """
-    sig = inspect.signature(base.__init__)
+    sig = inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    sig = inspect.signature(base.__init__) if base is not None else sig
     params = [p.replace(default=changes.pop(p.name)) if p.name in changes else p for p in sig.parameters.values()]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d) for name, d in changes.items()]
     return sig.replace(parameters=params)
+
+
+@dataclass
+class FitData:
+    """A fit's inputs as `MultiTaskDetector.prepare_fit` checked them, for `fit` and Ray's `fit_ddp` alike."""
+
+    config: DetectorConfig  # the parameters, validated once
+    X: torch.Tensor  # (N, C, H, W) normal images to train on, calibration images removed
+    X_val: torch.Tensor | None  # (N_val, C, H, W) held-out images: diagnostic, early stopping, their normals' threshold
+    y_val: np.ndarray | None  # (N_val,) bool, True = normal
+    X_calibration: torch.Tensor | None  # training normals held out (calibration_fraction) to set threshold_
 
 
 @register_detector
@@ -69,8 +71,8 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     """Geometric (vertical, horizontal, rotation) + jigsaw heads on one Wide-ResNet (METHOD.md).
 
     Parameters: keyword-only, one per field of `mtssad.config.DetectorConfig` (each field's
-    comment says why it exists), stored unchanged and validated at `fit` (scikit-learn's
-    convention; `det.config` validates on demand), plus
+    comment says why it exists; the signature is generated from its fields), stored unchanged
+    and validated at `fit` (scikit-learn's convention; `det.config` validates on demand), plus
 
     image_shape : (C, H, W) or None
         Accept X as rows of C*H*W pixels, (N, C*H*W), for scikit-learn tools that pass 2-D
@@ -80,83 +82,62 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     X: uint8 pixels 0-255 or floats in [0, 1]. `y` is ignored everywhere (one-class: fit on
     normal images only; scikit-learn's OneClassSVM does the same).
 
-    Fitted attributes: model_, plan_, config_ (the DetectorConfig fitted with), image_shape_,
-    n_features_in_ (= C*H*W), history_, threshold_ = offset_, threshold_source_
-    ("X_val", "calibration" or "training"), n_threshold_images_, head_stats_, selected_heads_,
-    head_selection_auroc_ (head_selection="validation": candidate head set -> its validation AUROC).
+    Fitted attributes: model_ (the nn.Module), plan_ (its transforms), permutations_, device_,
+    config_ (the DetectorConfig fitted with), image_shape_, n_features_in_ (= C*H*W), n_parameters_,
+    history_, steps_trained_, best_step_, train_seconds_, threshold_ = offset_, threshold_source_
+    ("X_val", "calibration" or "training"), n_threshold_images_, head_stats_, head_counts_,
+    head_verdicts_, selected_heads_, head_selection_auroc_ (head_selection="validation": candidate
+    head set -> its validation AUROC). `init_model` sets model_ to n_parameters_ (Ray workers train model_).
 
     Sign conventions (scikit-learn's, as OneClassSVM and IsolationForest):
     score_samples(X) higher = more normal; decision_function(X) = score_samples(X) - offset_,
     negative = anomaly; predict(X) +1 normal / -1 anomaly; fit_predict(X) = fit(X).predict(X).
-    PyOD's names map as: PyOD decision_function(X) (higher = more anomalous) = -score_samples(X);
-    PyOD decision_scores_ = -score_samples(X_train); PyOD threshold_ = -threshold_ here;
-    PyOD labels (1 = outlier, 0 = inlier) = (predict(X) == -1).astype(int).
+    PyOD's names (higher = more anomalous) map as docs/sklearn.md says: PyOD's scores are -score_samples.
 
     threshold_ is the `contamination` quantile of held-out normal scores: X_val's normals when
     fit gets them, else a seeded `calibration_fraction` of X held out of training
     (`mtssad.calibration`); with calibration_fraction=0 and no X_val it falls back to the
     optimistic training scores, and predict() warns.
 
-    sklearn.utils.estimator_checks.check_estimator passes every check that does not fit on
-    tabular data (clone, get_params/set_params, repr, no validation in __init__, unfitted
-    errors, sparse/complex/1-D input refused ...). The checks that fit on (n, 1-10) tables of
-    arbitrary reals cannot apply to images (pixels in [0, 1] or 0-255, H, W >= 4):
-    docs/sklearn.md lists each with its reason; tests/test_sklearn_api.py asserts that
-    exactly those fail and tests what they check on images instead.
+    sklearn's check_estimator passes every check that does not fit on tabular data (clone,
+    get_params/set_params, repr, no validation in __init__, unfitted errors, sparse/complex/1-D input
+    refused ...); docs/sklearn.md gives each other check's reason, tests/test_sklearn_api.py tests them.
     """
 
-    def __init__(self, *, tasks=ALL_TASKS, grid=(3, 3), k=3, margin=2, shift=0.25, backbone="wrn-16-4",
-                 dropout=0.3, epochs=15, min_steps=300, early_stopping="none", eval_every=25, patience=4,
-                 batch_size=32, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                 bn_recalibration=True, score_norm="none", score_heads=None, head_selection="all",
-                 contamination=0.05, calibration_fraction=0.2, score_batch_size=256, seed=0, device="auto",
-                 amp=False, amp_dtype="auto", channels_last=True, progress=True, image_shape=None):
-        self.tasks = tasks
-        self.grid = grid
-        self.k = k
-        self.margin = margin
-        self.shift = shift
-        self.backbone = backbone
-        self.dropout = dropout
-        self.epochs = epochs
-        self.min_steps = min_steps
-        self.early_stopping = early_stopping
-        self.eval_every = eval_every
-        self.patience = patience
-        self.batch_size = batch_size
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.bn_recalibration = bn_recalibration
-        self.score_norm = score_norm
-        self.score_heads = score_heads
-        self.head_selection = head_selection
-        self.contamination = contamination
-        self.calibration_fraction = calibration_fraction
-        self.score_batch_size = score_batch_size
-        self.seed = seed
-        self.device = device
-        self.amp = amp
-        self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
-        self.progress = progress
-        self.image_shape = image_shape
+    def __init__(self, **params):
+        unknown = [name for name in params if name not in PARAM_DEFAULTS]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        for name, default in PARAM_DEFAULTS.items():
+            setattr(self, name, params.get(name, default))
+
+    __init__.__signature__ = init_signature(None, **PARAM_DEFAULTS)  # (self, *, tasks=..., ..., image_shape=None)
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, **params):
+        """An unfitted detector whose parameters are `config`'s fields (plus `params`, e.g. image_shape)."""
+        return cls(**asdict(config), **params)
 
     # ---- parameters ---------------------------------------------------------------------------
     def _config_params(self) -> dict:
         """The DetectorConfig fields among the parameters; subclasses pin or check theirs here."""
         params = self.get_params(deep=False)
-        return {k: params[k] for k in CONFIG_FIELDS}
+        return {k: params[k] for k in config_defaults()}
 
     @property
     def config(self) -> DetectorConfig:
         """The parameters as the typed, validated DetectorConfig (ValueError naming a bad one).
 
-        Built from get_params() on each access: change parameters with set_params, not by
-        assigning to this object. After fit, `config_` is the config the model was fitted with.
+        Validated on the first access after a parameter changed (set_params or assignment); later
+        accesses return a copy of that config. After fit, `config_` is the config the model was
+        fitted with.
         """
-        check_image_shape(self.image_shape)
-        return DetectorConfig(**self._config_params())
+        key = repr(sorted(self.get_params(deep=False).items()))  # repr: tells 1 from True and 3 from 3.0
+        cached = self.__dict__.get("_config_cache")
+        if cached is None or cached[0] != key:
+            check_image_shape(self.image_shape)
+            cached = self._config_cache = (key, DetectorConfig(**self._config_params()))
+        return copy.copy(cached[1])
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "offset_")
@@ -209,42 +190,41 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         the held-out normals (X_val's, else the calibration images).
         progress_callback(steps_done, steps_planned): called after every epoch (a sweep's progress).
         """
-        config = self.config  # validates the parameters (scikit-learn: at fit, not in __init__)
-        X = self._check_X(X, fitting=True)
-        self._check_fits_min_size(X)
+        data = self.prepare_fit(X, X_val=X_val, y_val=y_val)
+        generator = seed_everything(data.config.seed)
+        self.init_model(tuple(data.X.shape[1:]))
+        t0 = time.perf_counter()
+        on_epoch = None
+        if data.X_val is not None:
+            on_epoch = lambda epoch, stats: stats.update(self.validation_accuracy(data.X_val, data.y_val))  # noqa: E731
+        stopper = self.early_stopper(data.X, X_val=data.X_val, y_val=data.y_val, X_calibration=data.X_calibration)
+        history = fit_epochs(self.model_, self.plan_, data.X, self.config_, device=self.device_, generator=generator,
+                             on_epoch=on_epoch, stopper=stopper, progress_callback=progress_callback)
+        self.record_training(history, stopper, seconds=time.perf_counter() - t0)
+        return self.calibrate(data.X, X_val=data.X_val, y_val=data.y_val, X_calibration=data.X_calibration)
+
+    def prepare_fit(self, X, *, X_val=None, y_val=None, name: str = "X") -> FitData:
+        """Check a fit's inputs before any training and hold out the calibration images; `fit` and `fit_ddp` call it.
+
+        Validates the parameters (scikit-learn's convention: at fit, not in __init__), the images
+        (`name`: what errors call X), X_val/y_val, and that head selection and early stopping get the
+        held-out data they need. The images keep their dtype.
+        """
+        config = self.config
+        X = self._check_X(X, name, fitting=True)
+        check_fit_size(X)
         if X_val is not None:
             X_val = check_images(unflatten_images(X_val, check_image_shape(self.image_shape), "X_val"),
                                  expected_shape=tuple(X.shape[1:]), name="X_val")
             y_val = check_labels(y_val, len(X_val), name="y_val")
-        self._check_selection_data(y_val)
-        X, X_cal = self.hold_out_calibration(X, y_val)
-        self._check_stopping_data(X_val, y_val, X_cal)
-        generator = seed_everything(config.seed)
-        self.init_model(tuple(X.shape[1:]))
-        t0 = time.perf_counter()
-        on_epoch = None
-        if X_val is not None:
-            on_epoch = lambda epoch, stats: stats.update(self.validation_accuracy(X_val, y_val))  # noqa: E731
-        stopper = self.early_stopper(X, X_val=X_val, y_val=y_val, X_calibration=X_cal)
-        self.history_ = fit_epochs(self.model_, self.plan_, X, self.config_, device=self.device_,
-                                   generator=generator, on_epoch=on_epoch, stopper=stopper,
-                                   progress_callback=progress_callback)
-        self.record_steps(self.history_, stopper)
-        self.train_seconds_ = time.perf_counter() - t0
-        return self.calibrate(X, X_val=X_val, y_val=y_val, X_calibration=X_cal)
-
-    def _check_stopping_data(self, X_val, y_val, X_cal) -> None:
-        """Fail before training when early_stopping has nothing held out to measure on."""
-        rule = self.config.early_stopping
-        y = None if y_val is None else np.asarray(y_val).astype(bool)
-        if rule == "val_auroc" and (X_val is None or y is None or y.all() or not y.any()):
-            got = "no X_val" if X_val is None else f"{int(y.sum())} normal and {int((~y).sum())} anomalous images"
-            raise ValueError('early_stopping="val_auroc" needs labelled held-out images: pass X_val and y_val with '
-                             f'normal (1) and anomalous (0) images; got {got}. early_stopping="val_loss" needs '
-                             "normal images only")
-        if rule == "val_loss" and (y is None or not y.any()) and X_cal is None:
-            raise ValueError('early_stopping="val_loss" needs held-out normal images: pass X_val/y_val with normals '
-                             "(1), or keep calibration_fraction > 0; got neither")
+        check_selection_data(config.head_selection, y_val)
+        X_cal = None  # a seeded calibration_fraction of X sets threshold_ unless X_val's normals do
+        if config.calibration_fraction > 0 and (y_val is None or not y_val.any()):
+            fit_idx, cal_idx = calibration_split(len(X), config.calibration_fraction, config.seed)
+            if len(cal_idx):
+                X, X_cal = X[torch.from_numpy(fit_idx)], X[torch.from_numpy(cal_idx)]
+        check_stopping_data(config.early_stopping, X_val, y_val, X_cal)
+        return FitData(config, X, X_val, y_val, X_cal)
 
     def early_stopper(self, X: torch.Tensor, *, X_val=None, y_val=None, X_calibration=None):
         """The `mtssad.stopping.EarlyStopping` of `config_.early_stopping` for model_ (None for "none").
@@ -265,42 +245,17 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
                                    heads=c.heads_for_score, batch_size=c.score_batch_size)
         return EarlyStopping(measure, monitor=c.early_stopping, every=c.eval_every, patience=c.patience)
 
-    def record_steps(self, history: list, stopper=None) -> None:
-        """steps_trained_ (optimizer steps run) and best_step_ (the steps of the weights kept) after training."""
+    def record_training(self, history: list, stopper=None, *, best_step: int | None = None,
+                        seconds: float | None = None) -> None:
+        """After training (fit, DDP workers): history_, steps_trained_ (optimizer steps run), best_step_ (the
+        steps of the weights kept: `best_step`, else the stopper's best, else all) and train_seconds_."""
+        self.history_ = history
         self.steps_trained_ = int(history[-1]["steps"]) if history else 0
-        self.best_step_ = int(stopper.best_step) if stopper is not None and stopper.best_step else self.steps_trained_
-
-    def hold_out_calibration(self, X: torch.Tensor, y_val=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(images to train on, held-out calibration normals or None) per `calibration_fraction`.
-
-        Nothing is held out when y_val flags held-out normals (they set threshold_) or when
-        calibration_fraction is 0. The split is seeded by `seed`; the Ray path uses it too.
-        """
-        c = self.config
-        if c.calibration_fraction == 0 or (y_val is not None and np.asarray(y_val).astype(bool).any()):
-            return X, None
-        fit_idx, cal_idx = calibration_split(len(X), c.calibration_fraction, c.seed)
-        if len(cal_idx) == 0:
-            return X, None
-        return X[torch.from_numpy(fit_idx)], X[torch.from_numpy(cal_idx)]
-
-    def _check_selection_data(self, y_val) -> None:
-        """head_selection="diagnostic" needs held-out normal images, "validation" normal and anomalous ones;
-        fail before any training without them."""
-        rule = self.config.head_selection
-        y = None if y_val is None else np.asarray(y_val).astype(bool)
-        if rule == "diagnostic" and (y is None or not y.any()):
-            raise ValueError('head_selection="diagnostic" needs held-out normal images: pass X_val and y_val '
-                             "(1 = normal) with at least one normal image")
-        if rule == "validation" and (y is None or y.all() or not y.any()):
-            got = "no X_val/y_val" if y is None else f"{int(y.sum())} normal and {int((~y).sum())} anomalous images"
-            raise ValueError('head_selection="validation" chooses the scored heads by validation AUROC, so it needs '
-                             "labelled validation data: pass X_val and y_val with normal (1) and anomalous (0) "
-                             f"images (e.g. other classes' training images as anomalies); got {got}")
-
-    def _check_fits_min_size(self, X: torch.Tensor) -> None:
-        if len(X) < 2:
-            raise ValueError(f"fit needs at least 2 normal images (BatchNorm); got {len(X)}")
+        if best_step is None and stopper is not None:
+            best_step = stopper.best_step
+        self.best_step_ = int(best_step) if best_step else self.steps_trained_
+        if seconds is not None:
+            self.train_seconds_ = seconds
 
     def validation_accuracy(self, X_val: torch.Tensor, y_val: np.ndarray) -> dict:
         """Per-head accuracy on held-out normal and anomalous images (the task-suitability diagnostic)."""
@@ -329,8 +284,8 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
             y_val = check_labels(y_val, len(X_val), name="y_val")
         if X_calibration is not None:
             X_calibration = self._check_X(X_calibration, name="X_calibration")
-        self._check_selection_data(y_val)
         c = self.config_
+        check_selection_data(c.head_selection, y_val)
         acc = None
         if c.bn_recalibration:
             recalibrate_batchnorm(self.model_, self.plan_, X, batch_size=c.score_batch_size, device=self.device_)
@@ -444,7 +399,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         return self._combine(per_head), per_head
 
     def decision_function(self, X) -> np.ndarray:
-        """score_samples - offset_: negative = anomaly at the fitted threshold. Warns when threshold_ is untrustworthy."""
+        """score_samples - offset_: negative = anomaly at the fitted threshold (warns if threshold_ is unreliable)."""
         return self._decision(X)
 
     def predict(self, X) -> np.ndarray:
@@ -469,30 +424,7 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
         probs = variant_probs(self.model_, self.plan_, to_model_input(X, self.device_), amp=self.config_.amp)
         return {h: p.cpu().numpy() for h, p in probs.items()}
 
-    # ---- persistence --------------------------------------------------------------------------
-    def _fitted_state(self) -> dict:
-        return {
-            "image_shape": list(self.image_shape_),
-            "threshold": self.threshold_,
-            "offset": self.offset_,
-            "head_stats": self.head_stats_,
-            "head_counts": self.head_counts_,
-            "head_verdicts": self.head_verdicts_,
-            "selected_heads": list(self.selected_heads_),
-            "head_selection_auroc": getattr(self, "head_selection_auroc_", {}),
-            "threshold_source": getattr(self, "threshold_source_", None),
-            "n_threshold_images": getattr(self, "n_threshold_images_", None),
-            "history": getattr(self, "history_", []),
-            "train_seconds": getattr(self, "train_seconds_", None),
-            "steps_trained": getattr(self, "steps_trained_", None),
-            "best_step": getattr(self, "best_step_", None),
-        }
-
-    def _estimator_params(self) -> dict:
-        """Parameters beyond DetectorConfig's fields (image_shape, a baseline's own), as JSON-able values."""
-        params = self.get_params(deep=False)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k not in CONFIG_FIELDS}
-
+    # ---- persistence: the file format lives in mtssad.detector_file ---------------------------
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
         """Hook: tensors a subclass's score needs (saved beside the weights)."""
         return {}
@@ -503,127 +435,15 @@ class MultiTaskDetector(OutlierMixin, BaseEstimator):
     def to_bytes(self) -> bytes:
         """The detector file `save` writes, as bytes: to `ray.put` for Ray actors or to write to any storage."""
         self._check_fitted()
-        perms = self.permutations_
-        payload = {
-            "format": FILE_FORMAT,
-            "format_version": FILE_VERSION,
-            "mtssad_version": __version__,
-            "detector": type(self).__name__,
-            "config": self.config_.to_json(),
-            "params": json.dumps(self._estimator_params()),
-            "fitted": json.dumps(self._fitted_state()),
-            "state_dict": {k: v.detach().cpu() for k, v in self.model_.state_dict().items()},
-            "permutations": perms.clone() if perms is not None else torch.empty(0, dtype=torch.long),
-            "extra": {k: v.detach().cpu() for k, v in self._extra_tensors().items()},
-        }
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        return buf.getvalue()
+        return detector_bytes(self, self._extra_tensors())
 
     def save(self, path) -> Path:
         """Write weights, config, permutations and threshold to one file, atomically."""
-        from .results import atomic_write_bytes
-
-        path = Path(path)
-        atomic_write_bytes(path, self.to_bytes())
-        return path
+        return write_detector_file(path, self.to_bytes())
 
     @classmethod
     def load(cls, path, *, device: str | None = None):
         """Read a file written by `save` (a path), or its bytes (`to_bytes`). Code in it is never executed."""
-        payload = read_detector_file(path)
-        path = _source_name(path)
-        kind = DETECTOR_CLASSES.get(payload["detector"])
-        if kind is None or not issubclass(kind, cls):
-            raise DetectorFileError(f"{path}: holds a {payload['detector']!r}, not a {cls.__name__}")
-        try:
-            config = DetectorConfig.from_json(payload["config"])
-            fitted = json.loads(payload["fitted"])
-            extra = json.loads(payload.get("params") or "{}")  # absent in files written before the estimator parameters: defaults
-            extra = {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()}  # JSON lists back to tuples
-        except (ValueError, TypeError) as e:
-            raise DetectorFileError(f"{path}: its config cannot be read by this mtssad ({e})") from None
-        params = {**asdict(config), **extra}
-        if device is not None:
-            params["device"] = device
-        try:
-            det = kind(**params)
-            det.config  # noqa: B018 (validates)
-        except (ValueError, TypeError) as e:
-            raise DetectorFileError(f"{path}: its parameters cannot be used by this mtssad ({e})") from None
-        perms = payload["permutations"] if payload["permutations"].numel() else None
-        det.init_model(tuple(fitted["image_shape"]), permutations=perms)
-        diff = _state_mismatch(det.model_.state_dict(), payload["state_dict"])
-        if diff:  # e.g. weights saved for another grid, k or backbone than the config beside them
-            c = det.config_
-            raise DetectorFileError(f"{path}: weights do not match its config (backbone {c.backbone}, grid "
-                                    f"{c.grid[0]}x{c.grid[1]}, k {c.k}, tasks {','.join(c.tasks)}): {diff}")
-        det.model_.load_state_dict(payload["state_dict"])
-        det.threshold_, det.offset_ = fitted["threshold"], fitted["offset"]
-        det.head_stats_ = {h: tuple(v) for h, v in fitted["head_stats"].items()}
-        det.head_counts_ = fitted["head_counts"]
-        det.head_verdicts_ = fitted.get("head_verdicts", {})
-        det.selected_heads_ = tuple(fitted.get("selected_heads") or config.heads_for_score)
-        det.head_selection_auroc_ = fitted.get("head_selection_auroc", {})
-        det.threshold_source_ = fitted.get("threshold_source")  # None in older files: unknown, no warning
-        det.n_threshold_images_ = fitted.get("n_threshold_images")
-        det.history_ = fitted.get("history", [])
-        det.train_seconds_ = fitted.get("train_seconds")
-        det.steps_trained_, det.best_step_ = fitted.get("steps_trained"), fitted.get("best_step")
-        det._load_extra_tensors({k: v.to(det.device_) for k, v in payload["extra"].items()})
+        det, extra = load_detector(cls, path, device=device)
+        det._load_extra_tensors(extra)
         return det
-
-
-def _state_mismatch(expected: dict, found, limit: int = 3) -> str:
-    """'' when `found` fits a model with state dict `expected`, else the first differences in words."""
-    if not isinstance(found, dict):
-        return f"expected a state dict; got {type(found).__name__}"
-    out = [f"{k} missing from the file" for k in expected if k not in found]
-    out += [f"{k} in the file is not in this model" for k in found if k not in expected]
-    out += [f"{k} has shape {tuple(getattr(found[k], 'shape', ()))} in the file, {tuple(v.shape)} for this config"
-            for k, v in expected.items()
-            if k in found and (not isinstance(found[k], torch.Tensor) or found[k].shape != v.shape)]
-    more = f" (and {len(out) - limit} more)" if len(out) > limit else ""
-    return "; ".join(out[:limit]) + more
-
-
-# Sentences of torch.load's errors that advise loading with weights_only=False or allowlisting the
-# file's globals: either would run the code a crafted file carries, so they are never passed on.
-_UNSAFE_ADVICE = re.compile(r"weights_only|re-running|trust|safe_globals|two options|pytorch 2\.6|documentation|"
-                            r"recommended steps", re.IGNORECASE)
-
-
-def load_failure_reason(err: BaseException, limit: int = 200) -> str:
-    """torch.load's error in a few words, without its advice to retry unsafely."""
-    sentences = re.split(r"(?<=[.!?])\s+|\n+", str(err))
-    kept = [s.strip() for s in sentences if s.strip() and not _UNSAFE_ADVICE.search(s)]
-    text = " ".join(kept) or "refused by the safe loader"
-    return f"{type(err).__name__}: {text[:limit]}"
-
-
-def _source_name(source) -> str:
-    return f"<{len(source)} bytes of a detector file>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-
-
-def read_detector_file(path) -> dict:
-    """torch.load(weights_only=True) of a path or bytes, format checked; every failure is a DetectorFileError naming it."""
-    if isinstance(path, (bytes, bytearray, memoryview)):
-        source, path = io.BytesIO(bytes(path)), _source_name(path)
-    else:
-        path = source = Path(path)
-        if not path.is_file():
-            raise DetectorFileError(f"{path}: no such detector file")
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle with code, random bytes: all "not readable"
-        raise DetectorFileError(f"{path}: not a readable mtssad detector file ({load_failure_reason(e)}); "
-                                "nothing in it was executed: a detector file holds only the tensors and JSON "
-                                "that MultiTaskDetector.save writes") from None
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise DetectorFileError(f"{path}: not an mtssad detector file (no '{FILE_FORMAT}' marker)")
-    if payload.get("format_version") != FILE_VERSION:
-        raise DetectorFileError(
-            f"{path}: written in detector file format {payload.get('format_version')} by mtssad "
-            f"{payload.get('mtssad_version')}; this mtssad {__version__} reads format {FILE_VERSION}"
-        )
-    return payload

@@ -21,14 +21,13 @@ rotations use `torch.rot90`, jigsaw is one gather + one scatter.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import factorial_exceeds
+from .config import DetectorConfig, factorial_exceeds, jigsaw_k_problem
 
 
 class Task:
@@ -89,10 +88,14 @@ class Flip(Task):
         return torch.flip(x, dims=(3,)).unsqueeze(0)  # (1, N, C, H, W)
 
 
-def jigsaw_permutations(n_cells: int, k: int, seed: int) -> torch.Tensor:
-    """k distinct permutations of range(n_cells), identity at index 0, drawn once from `seed`."""
-    if not (2 <= k and factorial_exceeds(n_cells, k)):
-        raise ValueError(f"k must satisfy 2 <= k < {n_cells}! = {math.factorial(n_cells)}; got k={k}")
+def jigsaw_permutations(n_cells: int, k: int, seed: int, *, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """k distinct permutations of range(n_cells), identity at index 0, drawn once from `seed`.
+
+    grid: the (n_h, n_w) of the n_cells cells, named in the error when k does not fit (default (n_cells, 1)).
+    """
+    problem = jigsaw_k_problem(grid or (n_cells, 1), k)
+    if problem:
+        raise ValueError(problem)
     rng = np.random.default_rng(seed)
     perms = [tuple(range(n_cells))]
     seen = set(perms)
@@ -315,9 +318,15 @@ def check_image_fits(side: tuple[int, int], grid: tuple[int, int], margin: int) 
         )
 
 
-def build_tasks(names, side: tuple[int, int], *, grid=(3, 3), k=3, margin=2, shift=0.25, seed=0,
-                permutations: torch.Tensor | None = None) -> list[Task]:
-    """Tasks by head name, sized for images of `side` = (H, W); `permutations` reuses saved jigsaw ones."""
+_DEFAULT = DetectorConfig  # the class's attributes are the fields' defaults: the one place they are set
+
+
+def build_tasks(names, side: tuple[int, int], *, grid=_DEFAULT.grid, k=_DEFAULT.k, margin=_DEFAULT.margin,
+                shift=_DEFAULT.shift, seed=_DEFAULT.seed, permutations: torch.Tensor | None = None) -> list[Task]:
+    """Tasks by head name, sized for images of `side` = (H, W); `permutations` reuses saved jigsaw ones.
+
+    Defaults: DetectorConfig's. The detector passes its validated config's values.
+    """
     H, W = side
     out: list[Task] = []
     for name in names:
@@ -333,7 +342,9 @@ def build_tasks(names, side: tuple[int, int], *, grid=(3, 3), k=3, margin=2, shi
             out.append(Flip())
         elif name == "jigsaw":
             check_image_fits(side, grid, margin)
-            perms = permutations if permutations is not None else jigsaw_permutations(grid[0] * grid[1], k, seed)
+            perms = permutations
+            if perms is None:
+                perms = jigsaw_permutations(grid[0] * grid[1], k, seed, grid=tuple(grid))
             out.append(Jigsaw(tuple(grid), perms, margin, side))
         else:
             raise ValueError(f"unknown task {name!r}")

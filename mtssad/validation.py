@@ -16,7 +16,8 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
     """
     if isinstance(X, torch.Tensor):
         if X.layout != torch.strided:
-            raise TypeError(f"{name} is a sparse tensor; sparse input is not supported: expected dense images (N, C, H, W)")
+            raise TypeError(f"{name} is a sparse tensor; sparse input is not supported: "
+                            "expected dense images (N, C, H, W)")
         t = X.detach()
     else:
         if hasattr(X, "toarray") or hasattr(X, "todense"):  # scipy.sparse, without importing scipy here
@@ -26,7 +27,8 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
         if arr.dtype == object:
             raise ValueError(f"{name} must be a numeric array of images; got an object array")
         if np.iscomplexobj(arr):
-            raise ValueError(f"Complex data not supported: {name} must hold uint8 or float pixels; got dtype {arr.dtype}")
+            raise ValueError(f"Complex data not supported: {name} must hold uint8 or float pixels; "
+                             f"got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr)
         if not arr.flags.writeable:  # read-only views (Ray object store, Ray Data): never written, only read
             with warnings.catch_warnings():
@@ -42,9 +44,8 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
     if t.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected at least one image; got shape {tuple(t.shape)}")
     if t.shape[1] > 4 and t.shape[-1] in (1, 3):
-        raise ValueError(
-            f"{name} looks channels-last (shape {tuple(t.shape)}); expected (N, C, H, W): transpose with .permute(0, 3, 1, 2)"
-        )
+        raise ValueError(f"{name} looks channels-last (shape {tuple(t.shape)}); expected (N, C, H, W): "
+                         "transpose with .permute(0, 3, 1, 2)")
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must hold uint8 or float pixels; got dtype {t.dtype}")
     if t.is_floating_point():
@@ -54,7 +55,8 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
             raise ValueError(f"{name} has NaN or inf pixels in {bad} image(s); expected finite values in [0, 1]")
         lo, hi = float(t.min()), float(t.max())
         if lo < -1e-3 or hi > 1 + 1e-3:
-            raise ValueError(f"float {name} must be scaled to [0, 1]; got values in [{lo:.3g}, {hi:.3g}] (pass uint8 for 0-255)")
+            raise ValueError(f"float {name} must be scaled to [0, 1]; got values in [{lo:.3g}, {hi:.3g}] "
+                             "(pass uint8 for 0-255)")
     elif t.dtype != torch.uint8:
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi > 255:
@@ -62,9 +64,8 @@ def check_images(X, *, expected_shape: tuple[int, int, int] | None = None, name:
         t = t.to(torch.uint8)
     if expected_shape is not None and tuple(t.shape[1:]) != tuple(expected_shape):
         C, H, W = expected_shape
-        raise ValueError(
-            f"{name} has images of shape {tuple(t.shape[1:])} (C, H, W); this detector was fitted on {C} channel(s) of {H}x{W}"
-        )
+        raise ValueError(f"{name} has images of shape {tuple(t.shape[1:])} (C, H, W); this detector was fitted "
+                         f"on {C} channel(s) of {H}x{W}")
     return t
 
 
@@ -76,7 +77,8 @@ def check_image_shape(image_shape) -> tuple[int, int, int] | None:
         shape = tuple(image_shape)
     except TypeError:
         shape = ()
-    if len(shape) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape):
+    positive_ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in shape)
+    if len(shape) != 3 or not positive_ints:
         raise ValueError(f"image_shape must be None or (C, H, W), three positive integers; got {image_shape!r}")
     return tuple(int(v) for v in shape)
 
@@ -108,6 +110,39 @@ def check_labels(y, n: int, name: str = "y") -> np.ndarray:
     if not np.isin(y, (0, 1)).all():
         raise ValueError(f"{name} must hold only 0 (anomaly) and 1 (normal); got values {np.unique(y)[:10].tolist()}")
     return y.astype(bool)
+
+
+def check_fit_size(X: torch.Tensor) -> None:
+    """A network fit needs at least 2 images (BatchNorm's batch statistics)."""
+    if len(X) < 2:
+        raise ValueError(f"fit needs at least 2 normal images (BatchNorm); got {len(X)}")
+
+
+def check_selection_data(head_selection: str, y_val) -> None:
+    """head_selection="diagnostic" needs held-out normal images, "validation" normal and anomalous ones;
+    fail before any training without them."""
+    y = None if y_val is None else np.asarray(y_val).astype(bool)
+    if head_selection == "diagnostic" and (y is None or not y.any()):
+        raise ValueError('head_selection="diagnostic" needs held-out normal images: pass X_val and y_val '
+                         "(1 = normal) with at least one normal image")
+    if head_selection == "validation" and (y is None or y.all() or not y.any()):
+        got = "no X_val/y_val" if y is None else f"{int(y.sum())} normal and {int((~y).sum())} anomalous images"
+        raise ValueError('head_selection="validation" chooses the scored heads by validation AUROC, so it needs '
+                         "labelled validation data: pass X_val and y_val with normal (1) and anomalous (0) "
+                         f"images (e.g. other classes' training images as anomalies); got {got}")
+
+
+def check_stopping_data(early_stopping: str, X_val, y_val, X_calibration) -> None:
+    """Fail before training when early stopping has nothing held out to measure on."""
+    y = None if y_val is None else np.asarray(y_val).astype(bool)
+    if early_stopping == "val_auroc" and (X_val is None or y is None or y.all() or not y.any()):
+        got = "no X_val" if X_val is None else f"{int(y.sum())} normal and {int((~y).sum())} anomalous images"
+        raise ValueError('early_stopping="val_auroc" needs labelled held-out images: pass X_val and y_val with '
+                         f'normal (1) and anomalous (0) images; got {got}. early_stopping="val_loss" needs '
+                         "normal images only")
+    if early_stopping == "val_loss" and (y is None or not y.any()) and X_calibration is None:
+        raise ValueError('early_stopping="val_loss" needs held-out normal images: pass X_val/y_val with normals '
+                         "(1), or keep calibration_fraction > 0; got neither")
 
 
 def device_problem(device: str) -> str | None:

@@ -17,7 +17,8 @@ from mtssad.transforms import build_tasks, multitask_plan
 
 
 def test_score_is_eq5_eq6_on_stub_head_outputs():
-    plan = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
+    plan = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2),
+                                      margin=1))
     g = torch.Generator().manual_seed(0)
     probs = {h.name: torch.rand(11, 2, h.num_classes, generator=g).softmax(-1) for h in plan.heads}
     s = head_scores(probs, plan)
@@ -188,10 +189,28 @@ def test_standardize_does_not_let_a_saturated_heads_float_noise_decide_the_score
     test = {"rotation": np.r_[np.full(5, 3.2), np.full(5, 2.0)],
             "jigsaw": np.r_[np.full(5, 3 - 1e-8), np.full(5, 3.0)]}
     z = combine_heads(test, ["rotation", "jigsaw"], norm="standardize", stats=stats)
-    assert z[:5].min() > z[5:].max()  # without the floor the jigsaw noise (z ~ -16 for normals) would invert the ranking
+    assert z[:5].min() > z[5:].max()  # without the floor the jigsaw noise (z ~ -16 for normals) would invert ranks
     raw_sd = {h: (float(v.mean()), float(v.std())) for h, v in ref.items()}
     z_raw = combine_heads(test, ["rotation", "jigsaw"], norm="standardize", stats=raw_sd)
     assert z_raw[:5].max() < z_raw[5:].min()  # the failure the floor prevents, shown on the same numbers
+
+
+def test_prepare_fit_checks_before_training_and_holds_out_the_calibration_normals():
+    det = MultiTaskDetector(**TINY)
+    X = make_images(20)
+    data = det.prepare_fit(X)
+    assert data.config == det.config and data.X_val is None and data.y_val is None
+    fit_idx, cal_idx = calibration_split(20, det.calibration_fraction, det.seed)
+    assert torch.equal(data.X, torch.from_numpy(X[fit_idx])) and torch.equal(data.X_calibration,
+                                                                            torch.from_numpy(X[cal_idx]))
+    with_val = det.prepare_fit(X, X_val=make_images(4, seed=1), y_val=[1, 1, 0, 0])
+    assert len(with_val.X) == 20 and with_val.X_calibration is None  # X_val's normals set threshold_
+    assert with_val.y_val.tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="X_train has NaN or inf pixels"):
+        det.prepare_fit(np.full((4, 1, 16, 16), np.nan, np.float32), name="X_train")
+    with pytest.raises(ValueError, match='early_stopping="val_auroc" needs labelled held-out images'):
+        det.set_params(early_stopping="val_auroc").prepare_fit(X)
+    assert not hasattr(det, "model_")  # nothing trained, nothing built
 
 
 def test_import_mtssad_does_not_import_ray():

@@ -54,7 +54,8 @@ SKLEARN_CHECKS_NOT_APPLICABLE = {
     "check_estimators_empty_data_messages": "expects sklearn's tabular wording '0 feature(s) (shape=(n, 0))'; "
                                             "the detector says which image shape it expects",
     "check_fit2d_1sample": "expects the wording '1 sample' for a (1, 10) table; the detector names the image shape",
-    "check_fit2d_1feature": "expects the wording '1 feature(s)' for a (10, 1) table; the detector names the image shape",
+    "check_fit2d_1feature": "expects the wording '1 feature(s)' for a (10, 1) table; "
+                            "the detector names the image shape",
 }
 
 
@@ -94,6 +95,33 @@ def test_constructor_takes_every_config_field_with_its_default(cls):
         want = GEOMETRIC_TASKS if (name == "tasks" and cls is not MultiTaskDetector) else default
         assert sig[name].default == want, name
     assert cls().config == DetectorConfig(**({"tasks": GEOMETRIC_TASKS} if cls is not MultiTaskDetector else {}))
+
+
+def test_parameters_are_generated_from_detector_config_and_unknown_ones_are_refused():
+    assert set(MultiTaskDetector().get_params()) == {f.name for f in fields(DetectorConfig)} | {"image_shape"}
+    assert MultiTaskDetector.from_config(DetectorConfig(k=5, grid=(2, 2))).get_params()["k"] == 5
+    with pytest.raises(TypeError, match="MultiTaskDetector.__init__\\(\\) got an unexpected keyword argument 'kk'"):
+        MultiTaskDetector(kk=3)
+
+
+def test_config_is_validated_once_per_parameter_change_and_once_per_fit(monkeypatch):
+    built = []
+    original = DetectorConfig.__post_init__
+    monkeypatch.setattr(DetectorConfig, "__post_init__", lambda self: built.append(1) or original(self))
+    det = MultiTaskDetector(**NET)
+    assert det.config == det.config and len(built) == 1
+    det.config.k = 99  # a copy: the detector's parameters and config are unchanged
+    assert det.config.k == 3 and len(built) == 1
+    det.set_params(k=2)
+    assert det.config.k == 2 and len(built) == 2
+    det.batch_size = True  # an assignment counts as a change too (True == 1, but it is not an integer)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got True"):
+        det.config  # noqa: B018
+    built.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        MultiTaskDetector(**NET).fit(make_images(8, side=12), X_val=make_images(4, side=12), y_val=np.ones(4))
+    assert len(built) == 1
 
 
 @pytest.mark.parametrize("cls", NEURAL + PIXEL)

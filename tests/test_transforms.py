@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mtssad.config import DetectorConfig
+from mtssad.config import DetectorConfig, jigsaw_k_problem
 from mtssad.transforms import (Jigsaw, Rotation, Translation, build_tasks, check_image_fits, composed_plan,
                                jigsaw_permutations, multitask_plan)
 
@@ -171,10 +171,28 @@ def test_bad_configs_and_sizes_raise_clear_errors():
     assert math.factorial(9) > 3
 
 
+@pytest.mark.parametrize("grid, k", [((2, 2), 24), ((2, 2), 1), ((3, 1), 6), ((40, 40), 0)])
+def test_the_k_fits_grid_rule_is_one_rule_with_one_message_everywhere(grid, k):
+    from mtssad.distributed.sweep_space import sweep_trials
+
+    message = jigsaw_k_problem(grid, k)
+    assert message == f"k must satisfy 2 <= k < ({grid[0]}*{grid[1]})! = " + (
+        str(math.factorial(grid[0] * grid[1])) if grid != (40, 40) else "more than 10^18") + f" for a {grid[0]}x" \
+        f"{grid[1]} grid; got k={k}"
+    with pytest.raises(ValueError) as config_error:
+        DetectorConfig(grid=grid, k=k)
+    with pytest.raises(ValueError) as transform_error:
+        build_tasks(("jigsaw",), (400, 400), grid=grid, k=k, margin=1)
+    _, skipped = sweep_trials([0], ["ours"], [f"{grid[0]}x{grid[1]}"], [k], image_side=(400, 400), margin=1)
+    assert str(config_error.value) == str(transform_error.value) == skipped[0][3] == message
+    assert jigsaw_k_problem(grid, 2) is None and jigsaw_k_problem((3, 3), 362879) is None
+
+
 def test_loss_is_eq7_sum_for_ours_and_composition_mean_for_composed_plans():
     from mtssad.train import plan_loss
 
-    ours = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2), margin=1))
+    ours = multitask_plan(build_tasks(("vertical", "horizontal", "rotation", "jigsaw"), (16, 16), grid=(2, 2),
+                                      margin=1))
     mh = composed_plan(build_tasks(("vertical", "horizontal", "rotation"), (16, 16)))
     n = 5
     for plan, expected in ((ours, 3 * math.log(3) + 3 * math.log(3) + 4 * math.log(4) + 3 * math.log(3)),

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from ..detector import load_failure_reason
+from ..detector_file import load_failure_reason
 from ..train import prepare_training, run_epochs, seed_everything
 
 STATE_FILE = "state.pt"
@@ -120,10 +120,9 @@ def _report_checkpoint(metrics: dict, state: dict | None, upload: str) -> None:
                      delete_local_checkpoint_after_upload=True)
 
 
-def _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets: dict, history: list, starts: list, world: int) -> dict:
+def _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets: dict, starts: list, world: int) -> dict:
     """Recalibrate, calibrate and score on this worker's device; what travels back to the caller (no tensors)."""
     t0 = time.perf_counter()
-    det.history_ = history
     det.calibrate(X, X_val=X_val, y_val=None if X_val is None else y_val.astype(int), X_calibration=X_cal)
     calibrate_seconds = time.perf_counter() - t0
     scores, set_seconds = {}, {}
@@ -132,9 +131,10 @@ def _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets: dict, history: lis
         score, heads = det.score_samples_and_tasks(_as_tensor(_get_images(ref)))
         scores[name] = (np.asarray(score, np.float64), {h: np.asarray(v, np.float64) for h, v in heads.items()})
         set_seconds[name] = time.perf_counter() - t1
-    return {"detector": det.to_bytes(), "scores": scores, "history": history, "starts": starts, "world_size": world,
-            "calibrate_seconds": calibrate_seconds, "score_seconds": time.perf_counter() - t0 - calibrate_seconds,
-            "set_seconds": set_seconds, "device": str(det.device_)}
+    return {"detector": det.to_bytes(), "scores": scores, "history": det.history_, "starts": starts,
+            "world_size": world, "calibrate_seconds": calibrate_seconds,
+            "score_seconds": time.perf_counter() - t0 - calibrate_seconds, "set_seconds": set_seconds,
+            "device": str(det.device_)}
 
 
 def train_loop_per_worker(cfg: dict) -> dict | None:
@@ -148,13 +148,13 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     det = cfg["detector"]  # an unfitted detector: its parameters and plan recipe
     device = ray.train.torch.get_device() if cfg["use_gpu"] else torch.device("cpu")
     det.set_params(device=str(device), progress=False)
-    config = det.config
     X = _as_tensor(_get_images(cfg["images"]))  # (N, C, H, W) uint8
     X_val = y_val = None
     if cfg.get("val") is not None:
         X_val, y_val = _get_images(cfg["val"])
         X_val, y_val = _as_tensor(X_val), np.asarray(y_val, bool)
 
+    config = det.config  # with this rank's device
     order_gen = seed_everything(config.seed)  # same init on every rank, as in MultiTaskDetector.fit
     det.init_model(tuple(X.shape[1:]), permutations=cfg["permutations"])
     model = ray.train.torch.prepare_model(det.model_)  # DDP (gloo on CPU, nccl on GPU) when world > 1
@@ -180,8 +180,8 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
             training.epochs = training.start_epoch  # finished (stopped early or ran out): nothing left to train
         else:
             raise CheckpointError(f"checkpoint {checkpoint.path} is the final one of a run of {training.start_epoch} "
-                                  f"epochs; this run plans {training.epochs} (other data or worker count?): use another "
-                                  "name to train it")
+                                  f"epochs; this run plans {training.epochs} (other data or worker count?): use "
+                                  "another name to train it")
     starts = starts + [training.start_epoch]
     # Early stopping measures on rank 0 (it holds the held-out data); every rank stops at its decision.
     stopper = det.early_stopper(X, X_val=X_val, y_val=y_val, X_calibration=X_cal) if rank == 0 else None
@@ -229,11 +229,12 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
                          aug_generator=aug_generator, rank=rank, world_size=world,
                          all_reduce=lambda values: _sum_across_ranks(values, device), on_diagnostic=on_diagnostic,
                          stopper=stopper, end_of_epoch=end_of_epoch)
-    det.record_steps(history, stopper)
+    best_step = None
     if checkpoint is not None and st.get("best_step") and (stopper is None or stopper.best_step is None):
-        det.best_step_ = int(st["best_step"])  # resumed after the end: the kept step is the checkpoint's
+        best_step = int(st["best_step"])  # resumed after the end: the kept step is the checkpoint's
+    det.record_training(history, stopper, best_step=best_step)
 
     if rank != 0:
         return None
     score_sets = {name: cfg["score_refs"][key] for name, key in cfg["score_sets"].items()}
-    return _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets, history, starts, world)
+    return _finish_on_rank0(det, X, X_val, y_val, X_cal, score_sets, starts, world)

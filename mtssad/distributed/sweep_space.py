@@ -14,9 +14,7 @@ Pure Python: no Ray, no torch; the search space is data, not code.
 
 from __future__ import annotations
 
-import math
-
-from ..config import factorial_exceeds
+from ..config import jigsaw_k_problem
 from ..transforms import check_image_fits
 
 
@@ -52,10 +50,8 @@ def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], ma
             for g in grids:
                 n_h, n_w = grid_tuple(g)
                 for k in ks:
-                    why = None
-                    if not (2 <= k and factorial_exceeds(n_h * n_w, k)):  # k < (n_h n_w)!, never computing 3000x3000!
-                        why = f"k={k} needs 2 <= k < ({n_h}*{n_w})! = {math.factorial(n_h * n_w)}"
-                    else:
+                    why = jigsaw_k_problem((n_h, n_w), k)
+                    if why is None:
                         try:
                             check_image_fits(image_side, (n_h, n_w), margin)
                         except ValueError as e:

@@ -64,7 +64,7 @@ import torch
 from sklearn.base import clone
 
 from ..config import DetectorConfig
-from ..validation import check_images, check_labels
+from ..validation import check_images
 from .ddp_worker import (  # noqa: F401  (re-exported: the checkpoint format belongs to this API)
     RESUME_MAY_DIFFER,
     STATE_FILE,
@@ -136,13 +136,18 @@ def _as_detector(config):
     from ..detector import MultiTaskDetector
 
     if isinstance(config, DetectorConfig):
-        return MultiTaskDetector(**{f: getattr(config, f) for f in config.__dataclass_fields__})
+        return MultiTaskDetector.from_config(config)
     if isinstance(config, dict):
         return MultiTaskDetector(**config)
     if isinstance(config, MultiTaskDetector):
         return clone(config)  # its parameters, none of its fitted state
     raise TypeError(f"config must be a DetectorConfig, a dict of its fields or an unfitted MultiTaskDetector; "
                     f"got {type(config).__name__}")
+
+
+def _as_uint8(X: torch.Tensor | None) -> torch.Tensor | None:
+    """Images as uint8 0-255: workers get them 4x smaller in the object store than float32."""
+    return X if X is None or X.dtype == torch.uint8 else (X * 255).round().to(torch.uint8)
 
 
 def _gpus_reserved_here() -> float | None:
@@ -213,27 +218,20 @@ def fit_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool = False, res
     from .storage import absolute, check_storage_path
 
     det = _as_detector(config)
-    X = check_images(X_train, name="X_train")
-    det._check_fits_min_size(X)
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1; got {num_workers}")
     check_ddp_resources(num_workers, use_gpu, resources_per_worker)
-    if det.config.batch_size < num_workers:
-        raise ValueError(f"batch_size ({det.config.batch_size}) is the global batch split over workers; "
-                         f"it must be >= num_workers ({num_workers})")
     if int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1 epoch; got {checkpoint_every}")
     if checkpoint_upload not in CHECKPOINT_UPLOADS:
         raise ValueError(f"checkpoint_upload must be one of {CHECKPOINT_UPLOADS}; got {checkpoint_upload!r}")
+    # The local fit's checks, before anything starts; the calibration normals are held out as in fit.
+    data = det.prepare_fit(X_train, X_val=X_val, y_val=y_val, name="X_train")
+    if data.config.batch_size < num_workers:
+        raise ValueError(f"batch_size ({data.config.batch_size}) is the global batch split over workers; "
+                         f"it must be >= num_workers ({num_workers})")
+    X, X_val, y_val, X_cal = (_as_uint8(data.X), data.X_val, data.y_val, _as_uint8(data.X_calibration))
     shape = tuple(X.shape[1:])
-    if X.dtype != torch.uint8:
-        X = (X * 255).round().to(torch.uint8)  # workers get uint8: 4x smaller in the object store
-    if X_val is not None:
-        X_val = check_images(X_val, expected_shape=shape, name="X_val")
-        y_val = check_labels(y_val, len(X_val), name="y_val")
-    det._check_selection_data(y_val)  # head_selection="diagnostic" without held-out normals: fail before training
-    X, X_cal = det.hold_out_calibration(X, y_val)  # threshold_ from normals not trained on, as in fit
-    det._check_stopping_data(X_val, y_val, X_cal)  # early stopping with nothing held out: fail before training
     checked, keys = {}, {}  # one object per distinct array: the same array under two names is shipped once
     for set_name, images in (score_sets or {}).items():
         if id(images) not in checked:  # checked here, before any Ray call
@@ -283,7 +281,7 @@ def fit_ddp(X_train, config, *, num_workers: int = 1, use_gpu: bool = False, res
     if not isinstance(out, dict) or "detector" not in out:
         raise RuntimeError(f"Ray Train run {name!r} under {storage_path} finished without rank 0's results "
                            f"(got {type(out).__name__})")
-    fitted = load_detector(out["detector"], device=_driver_device(det.config.device))
+    fitted = load_detector(out["detector"], device=_driver_device(data.config.device))
     fitted.train_seconds_ = train_seconds
     fitted.ray_run_ = {"path": result.path, "checkpoint": result.checkpoint.path if result.checkpoint else None,
                        "world_size": out["world_size"], "starts": list(out["starts"])}
