@@ -161,8 +161,9 @@ def test_a_sweep_shows_its_running_configs_within_its_first_minute(ray_local, tm
 
     ds = load_dataset("digits", side=16, max_train=300, max_test=60)
     caplog.set_level(logging.INFO, logger="mtssad")
-    rows = run_sweep(ds, classes=[0], grids=["2x2"], ks=[3], params=dict(PARAMS, epochs=30),
+    rows = run_sweep(ds, classes=[0], grids=["2x2"], ks=[3], params=dict(PARAMS, epochs=120),
                      storage_path=str(tmp_path / "ray"), name="live", progress_every_s=2.0)
+    # 240 steps, ~10 s on a quiet 2-CPU machine (30 epochs took 5 s there: too short for the 2 s watch ticks)
     assert rows[0]["train_seconds"] > 6, "the config trained too briefly to be seen running"
     lines = [ln for ln in caplog.text.splitlines() if "[running] class 0 / ours 2x2 k=3 (config 1/1): " in ln]
     assert lines, caplog.text[-3000:]
