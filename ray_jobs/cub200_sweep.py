@@ -24,7 +24,7 @@ they need GPU nodes (gpu_worker spot, or gpu_ondemand when spot capacity is shor
 import argparse
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
+from mtssad.flags import add_data_args, add_method_args, add_output_args, log_level_of
 from mtssad.distributed.cli import add_auto_resume_arg, add_sweep_args, finish_ray_args, run_sweep_resuming
 from mtssad.logs import configure as configure_logging
 

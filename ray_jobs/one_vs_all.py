@@ -17,7 +17,7 @@ STORAGE/one_vs_all-results when --storage-path is elsewhere (s3://... on a multi
 import argparse
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
+from mtssad.flags import add_data_args, add_method_args, add_output_args, log_level_of
 from mtssad.distributed.cli import add_auto_resume_arg, add_ray_args, finish_ray_args, run_sweep_resuming
 from mtssad.logs import configure as configure_logging
 

@@ -15,8 +15,9 @@ import argparse
 import os
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, ray_session, storage_of
+from mtssad.flags import add_data_args, add_method_args, add_output_args, log_level_of
+from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, storage_of
+from mtssad.distributed.session import ray_session
 from mtssad.logs import configure as configure_logging
 
 
@@ -36,7 +37,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     import numpy as np
 
-    from mtssad.cli import load_from_args, method_params
+    from mtssad.flags import load_from_args, method_params
     from mtssad.distributed.data import score_with_ray_data
     from mtssad.distributed.storage import join_uri, write_bytes
     from mtssad.distributed.train import ddp_workers, train_detector_ddp

@@ -17,13 +17,13 @@ def test_use_gpu_is_accepted_when_the_session_will_join_a_ray_start_cluster(monk
     so --use-gpu must not be judged by this (GPU-less) machine's CUDA."""
     import torch
 
-    from mtssad.distributed import cli, preflight
+    from mtssad.distributed import preflight, session
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(cli, "_running_cluster_address", lambda: "10.0.0.1:6379")
+    monkeypatch.setattr(session, "_running_cluster_address", lambda: "10.0.0.1:6379")
     preflight._check_resources(_args("--use-gpu"))  # joins: the cluster's GPU nodes train
-    monkeypatch.setattr(cli, "_running_cluster_address", lambda: None)
+    monkeypatch.setattr(session, "_running_cluster_address", lambda: None)
     with pytest.raises(UsageError, match="no CUDA GPU for the local Ray"):
         preflight._check_resources(_args("--use-gpu"))  # nothing to join: a local Ray without GPUs
 

@@ -248,7 +248,8 @@ def test_progress_line_says_configs_done_class_elapsed_and_eta():
 
 
 def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_configs():
-    from mtssad.cli import build_parser, method_params
+    from mtssad.cli import build_parser
+    from mtssad.flags import method_params
     from mtssad.config import DetectorConfig
     from mtssad.data import default_min_steps
 

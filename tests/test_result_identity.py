@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mtssad.cli import build_parser, load_from_args, main
+from mtssad.cli import build_parser, main
+from mtssad.flags import load_from_args
 from mtssad.protocols import data_identity
 from mtssad.results import ResultsFileError, ResultsStore, row_key, run_name
 

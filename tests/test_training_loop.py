@@ -167,7 +167,8 @@ def test_amp_uses_bfloat16_where_supported_and_float16_only_on_request_or_withou
 
 
 def test_the_data_sets_training_budget_is_the_command_lines_default():
-    from mtssad.cli import build_parser, method_params
+    from mtssad.cli import build_parser
+    from mtssad.flags import method_params
     from mtssad.data import default_min_steps
 
     assert default_min_steps("digits") == 50 and default_min_steps("glyphs") == DetectorConfig().min_steps == 300

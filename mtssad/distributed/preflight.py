@@ -60,7 +60,7 @@ def _check_resources(args) -> None:
         raise UsageError("--gpus-per-trial needs --use-gpu (trials train on CPUs without it)")
     if args.num_cpus is not None and args.num_cpus < 1:
         raise UsageError(f"--num-cpus must be >= 1; got {args.num_cpus}")
-    from .cli import connection_plan  # what ray_session will do: join a `ray start` cluster even without RAY_ADDRESS
+    from .session import connection_plan  # what ray_session will do: join a `ray start` cluster even without RAY_ADDRESS
 
     local = connection_plan(args.ray_address, local=getattr(args, "local", False))[0] == "local"
     if args.use_gpu and local:  # a local Ray has this machine's GPUs only: trials would wait forever for one

@@ -261,12 +261,11 @@ def _error_line(error) -> str:
 
 def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
     """Rows to the ResultsStore at `out` (skipping stored ones); for each selected row, its per-image test
-    scores and training history, as `mtssad evaluate` writes them (mtssad.cli.save_run). Returns rows added."""
+    scores and training history, as `mtssad evaluate` writes them (mtssad.results.save_run). Returns rows added."""
     import json
 
-    from ..cli import save_run
     from ..protocols import RunOutput
-    from ..results import ResultsStore, row_key
+    from ..results import ResultsStore, row_key, save_run
 
     store = ResultsStore(out)
     done = _final_keys(store)
