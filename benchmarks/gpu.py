@@ -200,7 +200,8 @@ def cub_sized_dataset(n_test: int = 5794):
 
 
 def measure_class_trial(args) -> list[dict]:
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = cub_sized_dataset(300 if args.dry_run else 5794)
     grids, ks = (["3x3"], [3, 6]) if args.quick or args.dry_run else (["2x2", "3x3", "4x4"], [3, 6, 12])
@@ -213,7 +214,8 @@ def measure_class_trial(args) -> list[dict]:
         rows = []
         _sync()
         t0 = time.perf_counter()
-        run_class_configs(task, ds, SweepSettings(params=params), TrialState(), device=DEVICE, trial_id="gpu-bench",
+        run_class_configs(task, ds, TrialSettings(SweepConfig(params=params)), TrialState(), device=DEVICE,
+                          trial_id="gpu-bench",
                           report=lambda row, state: rows.append(row))
         _sync()
         wall = time.perf_counter() - t0

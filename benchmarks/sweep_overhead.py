@@ -102,10 +102,12 @@ def trial_times(storage: str, name: str) -> dict[str, tuple[float, float]]:
 def run(ds, classes, ks, epochs, storage, name, **kw) -> tuple[list[dict], float, dict]:
     """Rows, sweep wall, and timing: per-trial wall, sweep set-up before the first trial, gaps between trials."""
     from mtssad.distributed import run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     t_start, t0 = time.time(), time.perf_counter()
-    rows = run_sweep(ds, classes=classes, methods=["ours"], grids=GRIDS, ks=ks, params=dict(PARAMS, epochs=epochs),
-                     storage_path=storage, name=name, max_concurrent_trials=1, **kw)
+    rows = run_sweep(ds, SweepConfig(classes=classes, methods=["ours"], grids=GRIDS, ks=ks,
+                                     params=dict(PARAMS, epochs=epochs), storage_path=storage, name=name,
+                                     max_concurrent_trials=1, **kw))
     wall, t_end = time.perf_counter() - t0, time.time()
     spans = sorted(trial_times(storage, name).values())
     gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from .config import HEAD_SELECTIONS, SCORE_NORMS, STOPPING_RULES
+from .config import HEAD_SELECTIONS, SCORE_NORMS, STOPPING_RULES, DetectorConfig
 from .logs import LEVELS, bars_enabled
 
-# Deliberate overrides of DetectorConfig's defaults for the command line: a CPU-sized backbone and epochs (the
-# paper: wrn-16-4, 15); min_steps None = the data set's budget (mtssad.data.default_min_steps).
+# The method flags' defaults are DetectorConfig's, except these deliberate overrides, each named in --help: a
+# CPU-sized backbone and epochs (DetectorConfig's are the paper's wrn-16-4, 15 epochs), and min_steps None = the
+# data set's budget (mtssad.data.default_min_steps: DATASET_MIN_STEPS, else DetectorConfig's).
 DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=None, out="runs/evaluate")
+_PAPER = DetectorConfig()  # the defaults every other method flag takes
 
 
 def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits") -> None:
@@ -39,37 +41,48 @@ def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits"
 
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
+    from .data import DATASET_MIN_STEPS
     from .methods import method_names
 
+    budgets = ", ".join(f"{name} {steps}" for name, steps in DATASET_MIN_STEPS.items())
     g = p.add_argument_group("method")
     g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(load=False), help="methods to compare (default: ours)")
     g.add_argument("--tasks", nargs="+", default=None,
                    help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or geometric = "
                         "the first three); refused with the other methods, whose heads are fixed (default: geometric jigsaw)")
-    g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, >= 1 (more when --min-steps needs them) (default: %(default)s)")
+    g.add_argument("--backbone", default=DEFAULTS["backbone"],
+                   help=f"wrn-<depth>-<width> (default: %(default)s, CPU-friendly; DetectorConfig's is the paper's "
+                        f"{_PAPER.backbone})")
+    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"],
+                   help="training epochs, >= 1 (more when --min-steps needs them) (default: %(default)s, CPU-friendly; "
+                        f"DetectorConfig's is the paper's {_PAPER.epochs})")
     g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
                    help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
                         "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: the data set's "
-                        "budget, chosen on validation: digits 50, every other data set 300; docs/METHOD.md)")
-    g.add_argument("--early-stopping", choices=STOPPING_RULES, default="none",
+                        f"budget, chosen on validation: {budgets}, every other data set DetectorConfig's "
+                        f"{_PAPER.min_steps}; docs/METHOD.md)")
+    g.add_argument("--early-stopping", choices=STOPPING_RULES, default=_PAPER.early_stopping,
                    help="stop a fit when the validation AUROC (val_auroc) or the held-out normals' self-supervised "
-                        "loss (val_loss) stops improving, measured every 25 steps, best weights kept; --min-steps is "
+                        f"loss (val_loss) stops improving, measured every {_PAPER.eval_every} steps, best weights kept; --min-steps is "
                         "then the most it trains (default: %(default)s: no rule beat the fixed budget, docs/METHOD.md)")
-    g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
-    g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
-    g.add_argument("--k", type=int, default=3, help="jigsaw permutations incl. identity (default: %(default)s)")
-    g.add_argument("--margin", type=int, default=2, help="jigsaw margin in pixels (default: %(default)s)")
-    g.add_argument("--score-norm", choices=SCORE_NORMS, default="none", help="per-head score normalization (default: %(default)s, the paper's)")
+    g.add_argument("--batch-size", type=int, default=_PAPER.batch_size,
+                   help="original images per SGD step (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=_PAPER.lr, help="initial learning rate, cosine-annealed (default: %(default)s)")
+    g.add_argument("--grid", type=int, nargs=2, default=_PAPER.grid, metavar=("N_H", "N_W"),
+                   help=f"jigsaw grid (default: {_PAPER.grid[0]} {_PAPER.grid[1]})")
+    g.add_argument("--k", type=int, default=_PAPER.k, help="jigsaw permutations incl. identity (default: %(default)s)")
+    g.add_argument("--margin", type=int, default=_PAPER.margin, help="jigsaw margin in pixels (default: %(default)s)")
+    g.add_argument("--score-norm", choices=SCORE_NORMS, default=_PAPER.score_norm,
+                   help="per-head score normalization (default: %(default)s, the paper's)")
     g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
-    g.add_argument("--head-selection", choices=HEAD_SELECTIONS, default="all",
+    g.add_argument("--head-selection", choices=HEAD_SELECTIONS, default=_PAPER.head_selection,
                    help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited; "
                         "'validation' scores all heads or the geometric ones, whichever has the higher AUROC on the validation "
                         "split (default: %(default)s)")
     g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed for data subsets, splits, init, permutations (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=_PAPER.seed,
+                   help="seed for data subsets, splits, init, permutations (default: %(default)s)")
+    g.add_argument("--device", default=_PAPER.device, help="auto, cpu, cuda, cuda:N (default: %(default)s)")
     g.add_argument("--amp", action="store_true", help="mixed precision on GPU")
 
 

@@ -6,7 +6,8 @@ The real `run_sweep` (mtssad.distributed.tune), tiny: digits at side 16, one con
 class, wrn-10-1, 1 epoch, no step floor. Each class trial asks Tune for {"CPU": 1, "GPU": 1}
 (use_gpu, gpus_per_trial=1), so with a GPU-less head the autoscaler sees GPU demand and starts GPU
 nodes. The fake GPUs have no CUDA behind them: without cpu_fallback the trial would fail at once
-(`resources.trial_device`); asked for, it logs a warning and trains on the CPU. Prints the rows' node ids, devices and counters as JSON.
+(`resources.trial_device`); asked for, it logs a warning and trains on the CPU. Prints the rows' node ids,
+devices and counters as JSON.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ def run_gpu_sweep(*, classes: list[int], storage_path: str, name: str = "gpu_swe
     """One config per class on the connected cluster, each class trial on 1 (fake) GPU; the rows."""
     from mtssad.data import load_dataset
     from mtssad.distributed.tune import run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = load_dataset("digits", side=16)
-    rows = run_sweep(ds, classes=classes, grids=["2x2"], ks=[3], params=TINY, use_gpu=True, gpus_per_trial=1,
-                     storage_path=storage_path, name=name, cpu_fallback=True)  # fake GPUs: asked-for CPU fallback
+    rows = run_sweep(ds, SweepConfig(classes=classes, grids=["2x2"], ks=[3], params=TINY, use_gpu=True, gpus_per_trial=1,
+                                     storage_path=storage_path, name=name,
+                                     cpu_fallback=True))  # fake GPUs: asked-for CPU fallback
     keys = ("normal_class", "grid", "k", "node_id", "device", "trial_id", "trial_start", "fit_index", "selected",
             "val_auroc", "auroc")
     return [{k: r.get(k) for k in keys} for r in rows]

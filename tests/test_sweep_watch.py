@@ -137,13 +137,15 @@ def test_a_sweep_waiting_for_a_gpu_nobody_offers_says_so_and_stops(ray_local, tm
     missing while it waits, then stops with SweepStalled (exit 6 from the commands)."""
     from mtssad.data import load_dataset
     from mtssad.distributed.tune import SweepStalled, run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = load_dataset("digits", side=16, max_train=300, max_test=60)
     caplog.set_level(logging.INFO, logger="mtssad")
     t0 = time.monotonic()
     with pytest.raises(SweepStalled) as e:
-        run_sweep(ds, classes=[0], grids=["2x2"], ks=[3], params=PARAMS, use_gpu=True, storage_path=str(tmp_path / "ray"),
-                  name="stall", out=str(tmp_path / "out"), stall_timeout_s=8.0)
+        run_sweep(ds, SweepConfig(classes=[0], grids=["2x2"], ks=[3], params=PARAMS, use_gpu=True,
+                                  storage_path=str(tmp_path / "ray"), name="stall", out=str(tmp_path / "out"),
+                                  stall_timeout_s=8.0))
     assert time.monotonic() - t0 < 180
     msg = str(e.value)
     assert "stopped waiting for resources" in msg and '"GPU": 1.0' in msg and "--stall-timeout" in msg
@@ -158,11 +160,12 @@ def test_a_sweep_shows_its_running_configs_within_its_first_minute(ray_local, tm
     from mtssad.data import load_dataset
     from mtssad.detector import MultiTaskDetector
     from mtssad.distributed.tune import run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = load_dataset("digits", side=16, max_train=300, max_test=60)
     caplog.set_level(logging.INFO, logger="mtssad")
-    rows = run_sweep(ds, classes=[0], grids=["2x2"], ks=[3], params=dict(PARAMS, epochs=30),
-                     storage_path=str(tmp_path / "ray"), name="live", progress_every_s=2.0)
+    rows = run_sweep(ds, SweepConfig(classes=[0], grids=["2x2"], ks=[3], params=dict(PARAMS, epochs=30),
+                                     storage_path=str(tmp_path / "ray"), name="live", progress_every_s=2.0))
     assert rows[0]["train_seconds"] > 6, "the config trained too briefly to be seen running"
     lines = [ln for ln in caplog.text.splitlines() if "[running] class 0 / ours 2x2 k=3 (config 1/1): " in ln]
     assert lines, caplog.text[-3000:]

@@ -12,18 +12,22 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from .session import ray_session
+from .sweep_config import SweepConfig, grid_label, parse_grid  # pure Python: parsing stays free of torch and Ray
 
 log = logging.getLogger(__name__)
 
 
-def _grid_text(text: str) -> str:
-    import re
+def _grid_flag(text: str) -> tuple[int, int]:
+    """--grid-search's '3x3', parsed once, here: the sweep holds (3, 3) from now on."""
+    from ..errors import UsageError
 
-    if not re.fullmatch(r"\d+x\d+", text.strip().lower()):
-        raise argparse.ArgumentTypeError(f"expected a grid like 3x3; got {text!r}")
-    return text.strip().lower()
+    try:
+        return parse_grid(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"expected a grid like 3x3; got {text!r}") from None
 
 
 def add_ray_args(p: argparse.ArgumentParser) -> None:
@@ -89,11 +93,15 @@ def finish_ray_args(args):
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep (Ray Tune + Ray Train)")
-    g.add_argument("--grid-search", nargs="+", type=_grid_text, default=["3x3"],
-                   help="jigsaw grids to try per class (default: 3x3, the paper's best; with the task search that is "
-                        "two configs a class: 3x3 and the geometric heads alone)")
-    g.add_argument("--k-search", nargs="+", type=int, default=[3], help="jigsaw permutation counts to try (default: 3)")
-    g.add_argument("--experiment-name", default="sweep", help="fixed Tune experiment name; reuse it with --resume (default: %(default)s)")
+    grids, ks = SweepConfig.grids, SweepConfig.ks  # the sweep's defaults: DetectorConfig's grid and k
+    g.add_argument("--grid-search", nargs="+", type=_grid_flag, default=list(grids),
+                   help=f"jigsaw grids to try per class (default: {' '.join(map(grid_label, grids))}, DetectorConfig's, "
+                        "the paper's best; with the task search that is two configs a class: it and the geometric "
+                        "heads alone)")
+    g.add_argument("--k-search", nargs="+", type=int, default=list(ks),
+                   help=f"jigsaw permutation counts to try (default: {' '.join(map(str, ks))}, DetectorConfig's k)")
+    g.add_argument("--experiment-name", default=SweepConfig.name,
+                   help="fixed Tune experiment name; reuse it with --resume (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="restore an interrupted sweep: finished configs are not retrained")
     g.add_argument("--test-all-configs", action="store_true",
@@ -133,53 +141,52 @@ def publish_results(args, name: str | None = None) -> str | None:
     return dest
 
 
-def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
-    """Load the data set once, check the whole sweep, run (or resume) it, append rows to args.out; return the rows.
+def sweep_config_from_args(args, *, grids=None, ks=None) -> SweepConfig:
+    """The SweepConfig of `mtssad sweep`'s flags or a job's arguments (grids, ks: a job's own, e.g. one_vs_all's
+    --grid and --k); checked once, by SweepConfig, before any data is loaded."""
+    from ..flags import check_tasks_flag, log_level_of, method_params
+
+    check_tasks_flag(args)
+    driver = getattr(args, "driver_resource", None)
+    return SweepConfig(
+        classes=args.classes or None, methods=args.methods,
+        grids=args.grid_search if grids is None else grids, ks=args.k_search if ks is None else ks,
+        task_search=getattr(args, "task_search", True), params=method_params(args), seed=args.seed,
+        val_fraction=args.val_fraction, score_all_test=getattr(args, "test_all_configs", False),
+        num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, driver_resources={driver: 1} if driver else None,
+        max_concurrent_trials=args.max_concurrent_trials, storage_path=storage_of(args),
+        name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False), out=args.out,
+        max_failures=args.max_failures, trial_max_failures=args.max_retries, cpu_fallback=args.allow_cpu_fallback,
+        stall_timeout_s=60.0 * args.stall_timeout, verbose=1 if log_level_of(args) == "DEBUG" else 0)
+
+
+def run_sweep_from_args(args, config: SweepConfig) -> list[dict]:
+    """Load the data set once, check the whole sweep, run (or resume) it, append rows to config.out; return them.
 
     Everything is validated before Ray starts (`preflight.check_sweep`). Ray's own console output goes to
     OUTDIR/sweep.log and Ray's session logs unless the log level is DEBUG (-v).
     """
-    from ..flags import check_tasks_flag, load_from_args, log_level_of, method_params
-    from ..data import resolve_classes
+    from ..flags import load_from_args
     from .preflight import check_sweep
     from .raylog import ray_console
     from .tune import classes_summary, run_sweep
 
-    if not 0 < args.val_fraction < 1:
-        raise ValueError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
-    check_tasks_flag(args)
-    params = method_params(args)
-    params["progress"] = False  # trials train in Ray workers: no bars there
-    args.grid_search, args.k_search = list(grids), list(ks)
     ds = load_from_args(args)
-    classes = resolve_classes(ds, args.classes)
-    storage = storage_of(args)
-    check_sweep(args, ds, classes, params=params, storage=storage)
+    check_sweep(args, ds, config)
     log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
-             f"{tuple(ds.train_images.shape[1:])}; results -> {args.out}")
-    verbose = log_level_of(args) == "DEBUG"  # -v: Ray's own output on the console too
-    log_file = os.path.join(args.out, "sweep.log")
+             f"{tuple(ds.train_images.shape[1:])}; results -> {config.out}")
+    verbose = config.verbose > 0  # -v: Ray's own output on the console too
+    log_file = os.path.join(config.out, "sweep.log")
     with ray_console(log_file, verbose=verbose), \
             ray_session(args.ray_address, local=getattr(args, "local", False), num_cpus=args.num_cpus,
-                        log_to_driver=verbose, storage_path=storage):
+                        log_to_driver=verbose, storage_path=config.storage_path):
         if not verbose:
             log.info(f"Ray's own messages: {log_file}; Ray workers' logs: {ray_session.log_dir or 'Ray session logs'}")
-        rows = run_sweep(
-            ds, classes=classes, methods=args.methods, grids=grids, ks=ks, params=params, seed=args.seed,
-            val_fraction=args.val_fraction, num_workers=args.num_workers, use_gpu=args.use_gpu,
-            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-            max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
-            name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
-            max_failures=args.max_failures, trial_max_failures=args.max_retries,
-            cpu_fallback=args.allow_cpu_fallback, stall_timeout_s=60.0 * args.stall_timeout,
-            out=args.out, verbose=1 if verbose else 0,
-            score_all_test=getattr(args, "test_all_configs", False),
-            task_search=getattr(args, "task_search", True),
-            driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
-        )
+        rows = run_sweep(ds, config)
     print(classes_summary(rows))
     log.info(f"{len(rows)} rows ({sum(r['selected'] for r in rows)} selected) in "
-             f"{os.path.join(args.out, 'results.parquet')}; checkpoints and Tune state in {storage}")
+             f"{os.path.join(config.out, 'results.parquet')}; checkpoints and Tune state in {config.storage_path}")
     return rows
 
 
@@ -205,7 +212,7 @@ def report_incomplete(args, error) -> str | None:
     return str(path)
 
 
-def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
+def run_sweep_resuming(args, config: SweepConfig, *, resumes: int = 0) -> int:
     """Run the sweep; when it ends incomplete (a trial out of retries, a lost node), resume it by itself up to
     `resumes` times (never after a stall: the resources would still be missing). Then the report; an incomplete
     sweep still writes and publishes what finished, marked so, and returns EXIT_INCOMPLETE (6)."""
@@ -216,7 +223,7 @@ def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
     attempt = 0
     while True:
         try:
-            run_sweep_from_args(args, grids=grids, ks=ks)
+            run_sweep_from_args(args, config)
             break
         except SweepIncomplete as e:
             if attempt >= resumes or isinstance(e, SweepStalled):
@@ -227,7 +234,7 @@ def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
                     publish_results(args)
                 return EXIT_INCOMPLETE
             attempt += 1
-            args.resume = True
+            config = replace(config, resume=True)
             log.warning("sweep incomplete (%s); resuming it by itself (%d of %d)", e, attempt, resumes)
     print(f"report: {render_report(args.out)}")
     publish_results(args)
@@ -236,4 +243,5 @@ def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
 
 def run_sweep_command(args) -> int:
     """`mtssad sweep`: the sweep, then the report (an interrupted sweep: the finished configs' report, exit 6)."""
-    return run_sweep_resuming(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
+    args = finish_ray_args(args)
+    return run_sweep_resuming(args, sweep_config_from_args(args))
