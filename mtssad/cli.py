@@ -35,7 +35,8 @@ def _check_methods_params(args, params) -> None:
     from .transforms import check_image_fits
 
     if params.get("head_selection", "all") != "all" and args.val_fraction <= 0:
-        raise ValueError(f"--head-selection {params['head_selection']} needs a validation split: use --val-fraction > 0")
+        raise ValueError(f"--head-selection {params['head_selection']} needs a validation split: "
+                         "use --val-fraction > 0")
     if params.get("early_stopping") == "val_auroc" and args.val_fraction <= 0:
         raise ValueError("--early-stopping val_auroc needs a validation split: use --val-fraction > 0, or val_loss")
     check_tasks_flag(args)
@@ -49,7 +50,8 @@ def _check_methods_params(args, params) -> None:
                 try:
                     check_image_fits((args.side, args.side), tuple(args.grid), args.margin)
                 except ValueError as e:
-                    raise ValueError(f"--grid {args.grid[0]} {args.grid[1]} does not fit --side {args.side}: {e}") from None
+                    raise ValueError(f"--grid {args.grid[0]} {args.grid[1]} does not fit --side {args.side}: "
+                                     f"{e}") from None
 
 
 def cmd_evaluate(args) -> int:
@@ -64,8 +66,10 @@ def cmd_evaluate(args) -> int:
     ds = load_from_args(args)
     classes = resolve_classes(ds, args.classes)
     if ds.skipped:
-        log.warning(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{' ...' if len(ds.skipped) > 5 else ''}")
-    log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of {tuple(ds.train_images.shape[1:])}; "
+        more = " ..." if len(ds.skipped) > 5 else ""
+        log.warning(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{more}")
+    log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
+             f"{tuple(ds.train_images.shape[1:])}; "
              f"{len(classes)} normal class(es) x {len(args.methods)} method(s) -> {args.out}")
     done = set() if args.overwrite else store.done_keys()
     data = data_identity(ds, val_fraction=args.val_fraction)  # the same as one_vs_all's row["data"]
@@ -81,7 +85,8 @@ def cmd_evaluate(args) -> int:
         save_run(store, out)
         r = out.row
         print(f"[{i}/{len(jobs)}] {r['normal_class']} / {m}: AUROC {100 * r['auroc']:.1f}  "
-              f"(fitted on {r['n_train']} normal images; train {r['train_seconds']:.1f}s, score {r['score_seconds']:.1f}s)",
+              f"(fitted on {r['n_train']} normal images; train {r['train_seconds']:.1f}s, "
+              f"score {r['score_seconds']:.1f}s)",
               flush=True)
     log.info(f"done in {time.perf_counter() - t_all:.0f}s")
     return _finish(args.out)
@@ -116,7 +121,8 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     out = Path(args.outdir).expanduser()
     if not (out / "results.parquet").is_file():  # checked before anything is created: a typo makes no folder
-        what = "no such directory" if not out.exists() else "not a directory" if not out.is_dir() else "no results.parquet in it"
+        what = ("no such directory" if not out.exists() else "not a directory" if not out.is_dir()
+                else "no results.parquet in it")
         raise ValueError(f"{args.outdir}: {what}; expected an output directory of mtssad evaluate, ood or sweep")
     return _finish(out)
 

@@ -22,21 +22,29 @@ def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits"
     from .data import dataset_names
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=dataset_default, choices=dataset_names(), help="registered data set (default: %(default)s)")
-    g.add_argument("--data-root", default=None, help="local copy of the data set, in its standard layout (default: none; digits and glyphs need none)")
+    g.add_argument("--dataset", default=dataset_default, choices=dataset_names(),
+                   help="registered data set (default: %(default)s)")
+    g.add_argument("--data-root", default=None,
+                   help="local copy of the data set, in its standard layout (default: none; digits and glyphs "
+                        "need none)")
     g.add_argument("--classes", nargs="*", default=None, help="normal classes, by index or name (default: every class)")
     g.add_argument("--max-train", type=int, default=None,
-                   help="cap on the WHOLE training split, all classes together, before one-vs-all (stratified, seeded): "
-                        "a normal class keeps about its share, e.g. 2000 of 10 classes -> ~200, minus --val-fraction; "
-                        "each row's n_train is what was fitted (default: all)")
+                   help="cap on the WHOLE training split, all classes together, before one-vs-all (stratified, "
+                        "seeded): a normal class keeps about its share, e.g. 2000 of 10 classes -> ~200, minus "
+                        "--val-fraction; each row's n_train is what was fitted (default: all)")
     g.add_argument("--max-train-per-class", type=int, default=None,
                    help="cap on each class's training images (seeded; after --max-train, before --val-fraction): "
                         "what one-vs-all runs usually mean by a training size (default: no cap)")
-    g.add_argument("--max-test", type=int, default=None, help="stratified seeded subset of the test split (default: all)")
-    g.add_argument("--side", type=int, default=32, help="image side in pixels after resizing/padding (default: %(default)s)")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert to 1 (grayscale) or 3 (RGB) channels (default: the data set's own)")
-    g.add_argument("--test-fraction", type=float, default=0.3, help="test share for sets without an official split (default: %(default)s)")
-    g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files (listed and counted) instead of stopping")
+    g.add_argument("--max-test", type=int, default=None,
+                   help="stratified seeded subset of the test split (default: all)")
+    g.add_argument("--side", type=int, default=32,
+                   help="image side in pixels after resizing/padding (default: %(default)s)")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="convert to 1 (grayscale) or 3 (RGB) channels (default: the data set's own)")
+    g.add_argument("--test-fraction", type=float, default=0.3,
+                   help="test share for sets without an official split (default: %(default)s)")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable image files (listed and counted) instead of stopping")
     g.add_argument("--crop-bbox", action="store_true", help="cub200: crop each image to its bounding box")
 
 
@@ -46,10 +54,12 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
 
     budgets = ", ".join(f"{name} {steps}" for name, steps in DATASET_MIN_STEPS.items())
     g = p.add_argument_group("method")
-    g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(load=False), help="methods to compare (default: ours)")
+    g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(load=False),
+                   help="methods to compare (default: ours)")
     g.add_argument("--tasks", nargs="+", default=None,
-                   help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or geometric = "
-                        "the first three); refused with the other methods, whose heads are fixed (default: geometric jigsaw)")
+                   help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or "
+                        "geometric = the first three); refused with the other methods, whose heads are fixed (default: "
+                        "geometric jigsaw)")
     g.add_argument("--backbone", default=DEFAULTS["backbone"],
                    help=f"wrn-<depth>-<width> (default: %(default)s, CPU-friendly; DetectorConfig's is the paper's "
                         f"{_PAPER.backbone})")
@@ -63,23 +73,28 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
                         f"{_PAPER.min_steps}; docs/METHOD.md)")
     g.add_argument("--early-stopping", choices=STOPPING_RULES, default=_PAPER.early_stopping,
                    help="stop a fit when the validation AUROC (val_auroc) or the held-out normals' self-supervised "
-                        f"loss (val_loss) stops improving, measured every {_PAPER.eval_every} steps, best weights kept; --min-steps is "
-                        "then the most it trains (default: %(default)s: no rule beat the fixed budget, docs/METHOD.md)")
+                        f"loss (val_loss) stops improving, measured every {_PAPER.eval_every} steps, best weights "
+                        "kept; --min-steps is then the most it trains (default: %(default)s: no rule beat the fixed "
+                        "budget, docs/METHOD.md)")
     g.add_argument("--batch-size", type=int, default=_PAPER.batch_size,
                    help="original images per SGD step (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=_PAPER.lr, help="initial learning rate, cosine-annealed (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=_PAPER.lr,
+                   help="initial learning rate, cosine-annealed (default: %(default)s)")
     g.add_argument("--grid", type=int, nargs=2, default=_PAPER.grid, metavar=("N_H", "N_W"),
                    help=f"jigsaw grid (default: {_PAPER.grid[0]} {_PAPER.grid[1]})")
     g.add_argument("--k", type=int, default=_PAPER.k, help="jigsaw permutations incl. identity (default: %(default)s)")
     g.add_argument("--margin", type=int, default=_PAPER.margin, help="jigsaw margin in pixels (default: %(default)s)")
     g.add_argument("--score-norm", choices=SCORE_NORMS, default=_PAPER.score_norm,
                    help="per-head score normalization (default: %(default)s, the paper's)")
-    g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
+    g.add_argument("--score-heads", nargs="+", default=None,
+                   help="heads averaged in the score (default: all trained heads)")
     g.add_argument("--head-selection", choices=HEAD_SELECTIONS, default=_PAPER.head_selection,
-                   help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited; "
-                        "'validation' scores all heads or the geometric ones, whichever has the higher AUROC on the validation "
-                        "split (default: %(default)s)")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
+                   help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split "
+                        "finds suited; 'validation' scores all heads or the geometric ones, whichever has the higher "
+                        "AUROC on the validation split (default: %(default)s)")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of normal training images held out for validation and the task diagnostic; 0 = none "
+                        "(default: %(default)s)")
     g.add_argument("--seed", type=int, default=_PAPER.seed,
                    help="seed for data subsets, splits, init, permutations (default: %(default)s)")
     g.add_argument("--device", default=_PAPER.device, help="auto, cpu, cuda, cuda:N (default: %(default)s)")

@@ -161,7 +161,8 @@ class OneVsAllData:
     is_normal_test: np.ndarray  # (n_test,) bool
 
 
-def check_class_size(ds: ImageDataset, normal_class: int, *, val_fraction: float, validation_optional: bool = True) -> None:
+def check_class_size(ds: ImageDataset, normal_class: int, *, val_fraction: float,
+                     validation_optional: bool = True) -> None:
     """Enough training images of the normal class for a fit (>= 2, BatchNorm) plus >= 1 held out for validation.
 
     The message names the CLI flags that change the count (users meet it as `mtssad evaluate/sweep`).

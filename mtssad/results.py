@@ -56,12 +56,14 @@ RESULT_COLUMNS: dict[str, pa.DataType] = {
     "train_seconds": pa.float64(),
     "score_seconds": pa.float64(),
     "config": pa.string(),  # JSON of the full method config (sorted keys); part of the row key
-    "data": pa.string(),  # JSON of the data selection (load_dataset arguments, data root resolved, val_fraction); part of the row key
+    # JSON of the data selection (load_dataset arguments, data root resolved, val_fraction); part of the row key
+    "data": pa.string(),
     "selected": pa.bool_(),  # sweeps: the config chosen on validation data; null outside sweeps
     "split": pa.string(),  # "test" (one-vs-all), "ood", ...
 }
 KEY_COLUMNS = ("dataset", "normal_class", "method", "config", "data", "seed")
-_OPTIONAL_KEY = ("data",)  # rows written before the data column have none; they count as data "" (never equal to a new row's)
+# rows written before the data column have none; they count as data "" (never equal to a new row's)
+_OPTIONAL_KEY = ("data",)
 HEAD_PREFIX = "auroc_head_"
 
 

@@ -30,7 +30,8 @@ def parse_args(argv=None):
     add_output_args(p, "runs/ood")
     add_ray_args(p)
     p.add_argument("--score-actors", type=int, default=1, help="Ray Data scoring actors (default: %(default)s)")
-    p.add_argument("--score-gpus", type=float, default=None, help="GPUs per scoring actor (default: 1 with --use-gpu, else 0)")
+    p.add_argument("--score-gpus", type=float, default=None,
+                   help="GPUs per scoring actor (default: 1 with --use-gpu, else 0)")
     return finish_ray_args(p.parse_args(argv))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtssad.distributed.resources import plan_class_trials, plan_resources
+from mtssad.distributed.resources import class_trial_resources, ddp_trial_resources
 from mtssad.distributed.selection import select_by_validation, selection_set
 from mtssad.distributed.sweep_config import SweepConfig
 from mtssad.distributed.sweep_space import class_trials, sweep_trials
@@ -70,35 +70,35 @@ def test_selection_set_takes_more_anomalies_from_other_classes_training_images()
         selection_set(images, labels, 0, X_val[6:], y_val[6:])
 
 
-def test_plan_class_trials_ask_tune_for_what_the_trial_uses():
-    p = plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+def test_class_trial_resources_ask_tune_for_what_the_trial_uses():
+    p = class_trial_resources(num_workers=1, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert p["mode"] == "in_process" and p["trial_resources"] == {"CPU": 1.0}
     assert p["max_concurrent_trials"] is None  # Tune places trials by resources: 2 at once on 2 CPUs
-    g = plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=2, gpus_per_trial=0.25, driver_cpus=1.0,
+    g = class_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=2, gpus_per_trial=0.25, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0})
     assert g["trial_resources"] == {"CPU": 2.0, "GPU": 0.25}  # demand the autoscaler sees
     assert g["max_concurrent_trials"] is None and "no GPU" in g["note"]
-    d = plan_class_trials(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+    d = class_trial_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert d["mode"] == "ddp" and d["trial_resources"] == {"CPU": 1.0} and d["max_concurrent_trials"] == 1
     with pytest.raises(ValueError, match="whole number"):
-        plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1.5, driver_cpus=1.0,
+        class_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1.5, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0, "GPU": 2.0})
     with pytest.raises(ValueError, match="needs use_gpu"):
-        plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=0.5, driver_cpus=1.0,
+        class_trial_resources(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=0.5, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0})
 
 
-def test_plan_resources_fit_ddp_drivers_and_workers_on_two_cpus():
-    p = plan_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+def test_ddp_trial_resources_fit_ddp_drivers_and_workers_on_two_cpus():
+    p = ddp_trial_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert p["resources_per_worker"] == {"CPU": 0.5} and p["max_concurrent_trials"] == 1  # 1 + 2 x 0.5 = 2
-    g = plan_resources(num_workers=2, use_gpu=True, cpus_per_trial=4, gpus_per_trial=1, driver_cpus=1.0,
+    g = ddp_trial_resources(num_workers=2, use_gpu=True, cpus_per_trial=4, gpus_per_trial=1, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 64.0, "GPU": 4.0})
     assert g["resources_per_worker"] == {"CPU": 2.0, "GPU": 0.5} and g["max_concurrent_trials"] == 4
     with pytest.raises(ValueError, match="no GPU right now.*--max-concurrent-trials"):  # autoscaling from 0 GPUs
-        plan_resources(num_workers=1, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+        ddp_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 8.0})
 
 
@@ -117,7 +117,8 @@ def test_class_trial_resumed_from_its_checkpoint_retrains_no_finished_config(dig
     """The trial body without Ray: 3 configs, interrupted after the 2nd report, restored from the saved
     checkpoint files: only the 3rd config is fitted; the test split is scored once, for the best config."""
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import TrialSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
 
     fits = []
     real_fit = MultiTaskDetector.fit
@@ -268,7 +269,8 @@ def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_config
 
 
 def test_score_all_test_gives_every_config_a_test_row(digits16):
-    from mtssad.distributed.sweep_trial import TrialSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
 
     task = {"normal_class": 0, "method": "ours", "configs": [{"grid": "2x2", "k": 2}, {"grid": "2x2", "k": 3}]}
     state = run_class_configs(task, digits16, TrialSettings(SweepConfig(params=PARAMS, score_all_test=True)),
@@ -304,7 +306,8 @@ def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray
     trial finishes, and rank 0's test scores are the returned detector's own scores."""
     import mtssad.distributed.train as dtrain
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import TrialSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
     from mtssad.protocols import one_vs_all_data
 
     fitted = []

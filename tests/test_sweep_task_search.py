@@ -49,8 +49,10 @@ def _row(c, grid, heads, val, seed=0):
 
 
 def test_selection_keeps_the_geometric_config_when_its_validation_auroc_is_higher_and_says_so():
-    rows = [_row("a", "2x2", GEO + ["jigsaw"], 0.80), _row("a", "3x3", GEO + ["jigsaw"], 0.82), _row("a", None, GEO, 0.90),
-            _row("b", "2x2", GEO + ["jigsaw"], 0.95), _row("b", "3x3", GEO + ["jigsaw"], 0.93), _row("b", None, GEO, 0.90),
+    rows = [_row("a", "2x2", GEO + ["jigsaw"], 0.80), _row("a", "3x3", GEO + ["jigsaw"], 0.82),
+            _row("a", None, GEO, 0.90),
+            _row("b", "2x2", GEO + ["jigsaw"], 0.95), _row("b", "3x3", GEO + ["jigsaw"], 0.93),
+            _row("b", None, GEO, 0.90),
             _row("c", "2x2", GEO + ["jigsaw"], 0.90), _row("c", None, GEO, 0.90 + 1e-12)]  # a tie keeps jigsaw
     out = mark_jigsaw_kept(select_by_validation(rows))
     sel = {r["normal_class"]: r for r in out if r["selected"]}
@@ -86,7 +88,8 @@ def _trial(task, ds, settings, state, report=lambda row, st: None):
 
 
 def test_a_task_search_trial_records_the_heads_of_each_config(digits16):
-    from mtssad.distributed.sweep_trial import TrialSettings, TrialState
+    from mtssad.distributed.sweep_trial import TrialSettings
+    from mtssad.distributed.trial_state import TrialState
 
     task = {"normal_class": 4, "method": "ours", "configs": [{"grid": "2x2", "k": 3},
                                                              {"grid": None, "k": None, "tasks": GEO}]}
@@ -110,7 +113,8 @@ def test_test_split_is_scored_once_and_a_restarted_trial_scores_the_best_from_it
     config was trained before the crash: its test row must come from the checkpointed weights, with no
     refit, and equal the test row of an uninterrupted --test-all-configs trial."""
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import TrialSettings, TrialDrill, TrialState
+    from mtssad.distributed.sweep_trial import TrialSettings, TrialDrill
+    from mtssad.distributed.trial_state import TrialState
 
     fits = []
     real_fit = MultiTaskDetector.fit
@@ -155,7 +159,8 @@ def test_test_split_is_scored_once_and_a_restarted_trial_scores_the_best_from_it
 def test_a_trial_restored_with_every_config_done_but_no_test_row_scores_it_without_training(digits16, tmp_path,
                                                                                           monkeypatch):
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import TrialSettings, TrialState
+    from mtssad.distributed.sweep_trial import TrialSettings
+    from mtssad.distributed.trial_state import TrialState
 
     task = {"normal_class": 2, "method": "ours", "configs": [{"grid": "2x2", "k": 3}]}
     saved = tmp_path / "ck"
@@ -164,7 +169,8 @@ def test_a_trial_restored_with_every_config_done_but_no_test_row_scores_it_witho
 
     def save_before_test(row, st):  # the checkpoint as it was before the test pass (a crash in between)
         row_copy = {k: v for k, v in row.items() if k not in ("auroc", "test_scored_from")} | {"test_scored": False}
-        TrialState([row_copy], st.starts, st.fits, st.best_name, None, st.best_history, st.best_detector).save(str(saved))
+        TrialState([row_copy], st.starts, st.fits, st.best_name, None, st.best_history,
+                   st.best_detector).save(str(saved))
         states.append(row)
 
     done = _trial(task, digits16, TrialSettings(SweepConfig(params=PARAMS)), TrialState(), report=save_before_test)

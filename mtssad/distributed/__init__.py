@@ -24,7 +24,7 @@ _EXPORTS = {
     "TrialSettings": ".sweep_trial",
     "select_by_validation": ".selection",
     "selection_set": ".selection",
-    "plan_class_trials": ".resources",
+    "class_trial_resources": ".resources",
     "DetectorScorer": ".data",
     "score_with_ray_data": ".data",
     "load_detector": ".data",

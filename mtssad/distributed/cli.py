@@ -35,8 +35,8 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray Train")
     g.add_argument("--num-workers", type=int, default=None,
                    help="Ray Train DDP workers per config; 1 = train in the class trial's own process (default: by "
-                        "the fit-set size: 2 DDP workers from 2,000 fit images, mtssad.distributed.train.DDP_MIN_FIT_IMAGES, "
-                        "else 1)")
+                        "the fit-set size: 2 DDP workers from 2,000 fit images, "
+                        "mtssad.distributed.train.DDP_MIN_FIT_IMAGES, else 1)")
     g.add_argument("--use-gpu", action="store_true", help="train on GPUs (nccl); default CPU (gloo)")
     g.add_argument("--cpus-per-trial", type=float, default=None,
                    help="CPUs a class trial asks Tune for and trains with (default: 1); with --num-workers >= 2, the "
@@ -50,21 +50,25 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage-path", default=os.environ.get("STORAGE_PATH"),
                    help="checkpoints and the Tune experiment: local dir, NFS or s3:// URI; shared storage on "
                         "multi-node clusters (default: $STORAGE_PATH, else OUTDIR/ray)")
-    g.add_argument("--max-failures", type=int, default=2,
+    from .watch import STALL_TIMEOUT_S
+
+    g.add_argument("--max-failures", type=int, default=SweepConfig.max_failures,
                    help="DDP worker-group restarts per training run (--num-workers 2+; default: %(default)s)")
     g.add_argument("--max-retries", type=int, default=3,
                    help="restarts of a failed class trial (a preempted spot node, a crash), each on any node from its "
-                        "last finished config (Tune's FailureConfig; default: %(default)s)")
+                        "last finished config (Tune's FailureConfig; default: %(default)s, for spot nodes; "
+                        f"SweepConfig's, for Python callers, is {SweepConfig.trial_max_failures})")
     g.add_argument("--allow-cpu-fallback", action="store_true",
-                   help="a class trial given a GPU its node cannot use trains on the CPU (warning) instead of failing at "
-                        "once (simulated clusters with fake GPUs; on AWS it means GPU hours at CPU speed)")
-    g.add_argument("--stall-timeout", type=float, default=30.0,
+                   help="a class trial given a GPU its node cannot use trains on the CPU (warning) instead of "
+                        "failing at once (simulated clusters with fake GPUs; on AWS it means GPU hours at CPU speed)")
+    g.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S / 60,
                    help="minutes the class trials may all wait for resources no node offers (no GPU node starting, a "
                         "spot quota of 0, ...) before the sweep stops with exit 6 (default: %(default)s)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                    help="cluster to join (default: $RAY_ADDRESS, else a cluster `ray start`ed on this machine, else a "
                         "local Ray is started)")
-    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray when one is started (default: all)")
+    g.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray when one is started (default: all)")
     g.add_argument("--driver-resource", default=None,
                    help="custom resource every trial driver takes 1 of (e.g. TRAIN_DRIVER, declared on safe nodes in "
                         "cluster.yaml); also caps trials resumed by --resume, which Tune starts all at once")
@@ -77,7 +81,8 @@ def add_auto_resume_arg(p: argparse.ArgumentParser) -> None:
     """The jobs' --auto-resume: how many times an incomplete sweep is resumed by the job itself."""
     p.add_argument("--auto-resume", type=int, default=2,
                    help="resume an incomplete sweep by itself up to this many times (after its trials ran out of "
-                        "--max-retries, e.g. several spot preemptions), then publish what finished (default: %(default)s)")
+                        "--max-retries, e.g. several spot preemptions), then publish what finished "
+                        "(default: %(default)s)")
 
 
 def finish_ray_args(args):
@@ -95,9 +100,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep (Ray Tune + Ray Train)")
     grids, ks = SweepConfig.grids, SweepConfig.ks  # the sweep's defaults: DetectorConfig's grid and k
     g.add_argument("--grid-search", nargs="+", type=_grid_flag, default=list(grids),
-                   help=f"jigsaw grids to try per class (default: {' '.join(map(grid_label, grids))}, DetectorConfig's, "
-                        "the paper's best; with the task search that is two configs a class: it and the geometric "
-                        "heads alone)")
+                   help=f"jigsaw grids to try per class (default: {' '.join(map(grid_label, grids))}, "
+                        "DetectorConfig's, the paper's best; with the task search that is two configs a class: it "
+                        "and the geometric heads alone)")
     g.add_argument("--k-search", nargs="+", type=int, default=list(ks),
                    help=f"jigsaw permutation counts to try (default: {' '.join(map(str, ks))}, DetectorConfig's k)")
     g.add_argument("--experiment-name", default=SweepConfig.name,
@@ -111,7 +116,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="search the task set too: per class, `ours` also trains its geometric heads alone (no jigsaw), "
                         "and validation chooses between them and the (grid, k) configs; the selected row's jigsaw_kept "
                         "says which won (default: on; --no-task-search: grid and k only)")
-    add_ray_args(p)  # the step budget (--min-steps: the data set's) is evaluate's: a sweep trains each config as evaluate does
+    # the step budget (--min-steps: the data set's) is evaluate's: a sweep trains each config as evaluate does
+    add_ray_args(p)
 
 
 def storage_of(args) -> str:

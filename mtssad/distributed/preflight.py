@@ -45,7 +45,7 @@ def _check_ray_session(args, use_gpu: bool) -> None:
     """The flags of the Ray a sweep will use (the sweep's own settings are SweepConfig's to check)."""
     if args.num_cpus is not None and args.num_cpus < 1:
         raise UsageError(f"--num-cpus must be >= 1; got {args.num_cpus}")
-    from .session import connection_plan  # what ray_session will do: join a `ray start` cluster even without RAY_ADDRESS
+    from .session import connection_plan  # what ray_session does: join a `ray start` cluster, RAY_ADDRESS or not
 
     local = connection_plan(args.ray_address, local=getattr(args, "local", False))[0] == "local"
     if use_gpu and local:  # a local Ray has this machine's GPUs only: trials would wait forever for one

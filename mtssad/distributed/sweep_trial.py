@@ -41,7 +41,6 @@ that ran the config (on an autoscaling cluster: which GPU node).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,13 +50,12 @@ import numpy as np
 from .resources import IN_PROCESS
 from .selection import is_better, selection_set
 from .sweep_config import SweepConfig, parse_grid
+from .trial_state import TrialState
 
 CONFIG_KEY = "detector_config"  # the row's `config` column travels under this name through Tune
 # A Tune trial's config holds its class trial (sweep_space.class_trials) under this key. The name is stored
 # in every experiment (a resumed sweep reads it back), so it keeps its historical spelling.
 TRIAL_KEY = "task"
-ROWS_FILE, STATE_FILE = "rows.json", "state.json"
-BEST_SCORES, BEST_HISTORY, BEST_DETECTOR = "best_scores.parquet", "best_history.json", "best_detector.pt"
 
 
 @dataclass
@@ -74,78 +72,6 @@ class TrialSettings:
 
 class TrialDrill(RuntimeError):
     """Raised by the `crash_after_configs` fault drill (tests, checking a cluster's restore path)."""
-
-
-@dataclass
-class TrialState:
-    """What a class trial checkpoints: its finished rows and counters (JSON), and the best config's outputs."""
-
-    rows: list = field(default_factory=list)  # finished configs' rows, in training order
-    starts: int = 0  # how many times this trial has started (restores + 1)
-    fits: int = 0  # fits run by this trial over all its starts
-    best_name: str | None = None  # row_key text of the best config so far (whose scores/history are kept)
-    best_scores: object = None  # pandas DataFrame of the best config's per-image test scores (once scored)
-    best_history: list | None = None  # its per-epoch training history
-    best_detector: bytes | None = None  # its detector file (to_bytes), so a restored trial can still score test
-    best_test: dict | None = None  # DDP mode: its test metrics from rank 0's scores, attached to its row at the end
-    best_model: object = field(default=None, repr=False)  # the fitted best detector in memory (not checkpointed)
-
-    def best_index(self) -> int | None:
-        """Index in rows of the best config so far (None before the first)."""
-        from ..results import row_key
-
-        for i, r in enumerate(self.rows):
-            if json.dumps(list(row_key(r))) == self.best_name:
-                return i
-        return None
-
-    def save(self, d: str) -> None:
-        with open(os.path.join(d, ROWS_FILE), "w") as f:
-            json.dump(self.rows, f, default=_json_default)
-        with open(os.path.join(d, STATE_FILE), "w") as f:
-            json.dump({"starts": self.starts, "fits": self.fits, "best_name": self.best_name,
-                       "best_test": self.best_test}, f, default=_json_default)
-        if self.best_detector is not None:
-            with open(os.path.join(d, BEST_DETECTOR), "wb") as f:
-                f.write(self.best_detector)
-        if self.best_scores is not None:
-            self.best_scores.to_parquet(os.path.join(d, BEST_SCORES), index=False)
-        if self.best_history is not None:
-            with open(os.path.join(d, BEST_HISTORY), "w") as f:
-                json.dump(self.best_history, f, default=_json_default)
-
-    @classmethod
-    def load(cls, d: str) -> "TrialState":
-        import pandas as pd
-
-        with open(os.path.join(d, ROWS_FILE)) as f:
-            rows = json.load(f)
-        with open(os.path.join(d, STATE_FILE)) as f:
-            st = json.load(f)
-        scores = pd.read_parquet(os.path.join(d, BEST_SCORES)) if os.path.exists(os.path.join(d, BEST_SCORES)) else None
-        history = detector = None
-        if os.path.exists(os.path.join(d, BEST_HISTORY)):
-            with open(os.path.join(d, BEST_HISTORY)) as f:
-                history = json.load(f)
-        if os.path.exists(os.path.join(d, BEST_DETECTOR)):
-            with open(os.path.join(d, BEST_DETECTOR), "rb") as f:
-                detector = f.read()
-        return cls(rows, st["starts"], st["fits"], st.get("best_name"), scores, history, detector, st.get("best_test"))
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint) -> "TrialState":
-        if checkpoint is None:
-            return cls()
-        with checkpoint.as_directory() as d:
-            return cls.load(d)
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON-serializable: {type(o).__name__}")
 
 
 def config_id(row_or_cfg: dict) -> tuple:
@@ -248,19 +174,21 @@ def fit_config(det, method: str, images: ClassImages, settings: TrialSettings, n
     return out.detector, out
 
 
-def fit_and_validate(det, trial: dict, config: dict, dataset, images: ClassImages, settings: TrialSettings,
-                     trial_id: str) -> tuple:
-    """Fit one config and score it on the selection set: (detector, DDPFit or None, val AUROC, fit s, val s)."""
+def fit_and_validate(trial: dict, config: dict, dataset, images: ClassImages, settings: TrialSettings, *,
+                     device: str, trial_id: str) -> tuple:
+    """Build, fit and score one config on the selection set: (fitted detector, its params, DDPFit or None,
+    val AUROC, seconds to build and fit it, seconds to validate it)."""
     from ..metrics import auroc
     from ..protocols import score_with_heads
     from .progress import fit_progress_kwargs  # live steps on the driver's console (progress_callback)
 
+    t0 = time.perf_counter()  # the row's train_seconds: building the detector, fitting it
+    det, params = detector_for(trial["method"], config, settings, device)
     method = trial["method"]
     name = f"train-{trial_id}-{config['grid']}-k{config['k']}" + ("-no-jigsaw" if config.get("tasks") else "")
     what = f"class {dataset.class_names[trial['normal_class']]} / {method}{progress_label(config)}"
     progress = fit_progress_kwargs(det, settings.progress_board, trial_id, what,
                                    trial["configs"].index(config) + 1, len(trial["configs"]))
-    t0 = time.perf_counter()
     det, ddp_fit = fit_config(det, method, images, settings, name=name, progress=progress)
     fit_s = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -270,7 +198,7 @@ def fit_and_validate(det, trial: dict, config: dict, dataset, images: ClassImage
     if ddp_fit:  # rank 0 scored both sets inside the Ray run: count them as scoring, not training
         val_s += ddp_fit.set_seconds.get("selection", 0.0)
         fit_s -= sum(ddp_fit.set_seconds.values())
-    return det, ddp_fit, val_auroc, fit_s, val_s
+    return det, params, ddp_fit, val_auroc, fit_s, val_s
 
 
 def config_row(det, params: dict, trial: dict, config: dict, dataset, images: ClassImages, *, seed: int,
@@ -331,9 +259,8 @@ def run_class_configs(trial: dict, dataset, settings: TrialSettings, state: Tria
     for fits_now, config in enumerate(todo):
         check_fault_drill(config_of_sweep, start_no, fits_now, trial_id)
         t0 = time.perf_counter()
-        det, params = detector_for(trial["method"], config, settings, device)
-        det, ddp_fit, val_auroc, fit_s, val_s = fit_and_validate(det, trial, config, dataset, images, settings,
-                                                                 trial_id)
+        det, params, ddp_fit, val_auroc, fit_s, val_s = fit_and_validate(trial, config, dataset, images, settings,
+                                                                         device=device, trial_id=trial_id)
         row = config_row(det, params, trial, config, dataset, images, seed=config_of_sweep.seed,
                          val_auroc=val_auroc, fit_s=fit_s, val_s=val_s, ddp_fit=ddp_fit, device=device,
                          trial_id=trial_id, node_id=node_id, start_no=start_no, fit_index=state.fits)
@@ -435,5 +362,5 @@ def class_trial(tune_config: dict, dataset=None, settings: TrialSettings | None 
         torch.cuda.empty_cache()  # the actor may be reused by the next class trial
 
 
-__all__ = ["TrialSettings", "TrialState", "TrialDrill", "class_trial", "run_class_configs", "CONFIG_KEY",
+__all__ = ["TrialSettings", "TrialDrill", "class_trial", "run_class_configs", "CONFIG_KEY",
            "TRIAL_KEY"]

@@ -15,7 +15,7 @@ metrics are the method's result, and its per-image scores and training history a
 to `out` like `mtssad evaluate`'s, so `mtssad report` draws its ROC and task-suitability plots.
 
 num_workers >= 2 trains each config with `train_detector_ddp` (a TorchTrainer per config, its
-workers outside Tune's accounting: concurrency is capped then, `resources.plan_resources`).
+workers outside Tune's accounting: concurrency is capped then, `resources.ddp_trial_resources`).
 
 Data: the sweep driver loads the data set once; `tune.with_parameters` puts it in the object
 store once and every trial reads it from there (zero-copy on its node).
@@ -28,14 +28,15 @@ import logging
 import numpy as np
 
 from .progress import board_name, make_progress_callback, start_board
-from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
+from .resources import DDP, IN_PROCESS, class_trial_resources, ddp_trial_resources
 from .selection import mark_jigsaw_kept, select_by_validation
 from ..config import DetectorConfig
 from .storage import absolute, join_uri
 from .sweep_config import SweepConfig
 from .sweep_identity import check_resume_identity, save_identity, sweep_identity
 from .sweep_space import class_trials, config_label, sweep_trials
-from .sweep_trial import TRIAL_KEY, TrialSettings, TrialState, class_trial
+from .sweep_trial import TRIAL_KEY, TrialSettings, class_trial
+from .trial_state import TrialState
 
 log = logging.getLogger("mtssad.sweep")
 
@@ -135,12 +136,12 @@ def run_sweep(dataset, config: SweepConfig) -> list[dict]:
 
 def _trial_settings(dataset, classes: list[int], config: SweepConfig) -> tuple[TrialSettings, dict]:
     """What every class trial shares (the config, and what it resolves to on this cluster: workers, DDP
-    resources), and the trials' Tune resources (resources.plan_class_trials' dict)."""
+    resources), and the trials' Tune resources (resources.class_trial_resources' dict)."""
     import ray
 
     num_workers = sweep_workers(config.num_workers, dataset.train_labels, classes, config.val_fraction,
                                 use_gpu=config.use_gpu)
-    resources = plan_class_trials(num_workers=num_workers, use_gpu=config.use_gpu,
+    resources = class_trial_resources(num_workers=num_workers, use_gpu=config.use_gpu,
                                   cpus_per_trial=config.cpus_per_trial, gpus_per_trial=config.gpus_per_trial,
                                   driver_cpus=config.driver_cpus, driver_resources=config.driver_resources,
                                   max_concurrent_trials=config.max_concurrent_trials,
@@ -274,7 +275,8 @@ def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
         state = bests.get(json.dumps(list(row_key(r))))
         if state is None or state.best_scores is None or not r.get("test_scored"):
             raise RuntimeError(f"selected config {r['normal_class']} / {r['method']} {config_label(r)} has no test "
-                               "scores in its trial's checkpoint (a bug: a trial scores its best once, before its last report)")
+                               "scores in its trial's checkpoint (a bug: a trial scores its best once, before its "
+                               "last report)")
         save_run(store, RunOutput(r, state.best_scores, state.best_history or []))
         added += 1
     return added + write_rows([r for r in rows if not r["selected"]], out)
@@ -316,6 +318,6 @@ def classes_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_sweep", "sweep_trials", "class_trial", "select_by_validation", "plan_resources",
-           "plan_class_trials", "write_rows", "write_sweep_outputs", "SweepIncomplete", "SweepStalled",
+__all__ = ["run_sweep", "sweep_trials", "class_trial", "select_by_validation", "ddp_trial_resources",
+           "class_trial_resources", "write_rows", "write_sweep_outputs", "SweepIncomplete", "SweepStalled",
            "classes_summary", "collect_rows", "INCOMPLETE"]
