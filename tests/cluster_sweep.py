@@ -26,8 +26,8 @@ def run_gpu_sweep(*, classes: list[int], storage_path: str, name: str = "gpu_swe
     from mtssad.distributed.sweep_config import SweepConfig
 
     ds = load_dataset("digits", side=16)
-    rows = run_sweep(ds, SweepConfig(classes=classes, grids=["2x2"], ks=[3], params=TINY, use_gpu=True, gpus_per_trial=1,
-                                     storage_path=storage_path, name=name,
+    rows = run_sweep(ds, SweepConfig(classes=classes, grids=["2x2"], ks=[3], params=TINY, use_gpu=True,
+                                     gpus_per_trial=1, storage_path=storage_path, name=name,
                                      cpu_fallback=True))  # fake GPUs: asked-for CPU fallback
     keys = ("normal_class", "grid", "k", "node_id", "device", "trial_id", "trial_start", "fit_index", "selected",
             "val_auroc", "auroc")

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from conftest import TINY, make_images
 from mtssad import DetectorConfig, MultiTaskDetector
 from mtssad.stopping import EarlyStopping, held_out_metrics
-from mtssad.train import amp_dtype, batch_order, fit_epochs, make_optimizer, make_scheduler, plan_loss, planned_epochs, \
-    seed_everything, to_model_input
+from mtssad.train import (amp_dtype, batch_order, fit_epochs, make_optimizer, make_scheduler, plan_loss, planned_epochs,
+                          seed_everything, to_model_input)
 
 
 def _reference_plan_loss(logits, plan, n_images):

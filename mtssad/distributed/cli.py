@@ -1,9 +1,9 @@
-"""`mtssad sweep` and the `ray_jobs/` scripts: their Ray flags, connecting to Ray, running the sweep.
+"""`mtssad sweep` and the `ray_jobs/` scripts: their sweep and Ray flags, the SweepConfig built from them, the run.
 
-Argument parsing imports no Ray, so `mtssad --help` stays fast; Ray is imported
-when the sweep runs. Like `ray.init()`, a command joins the running cluster
-(--ray-address, else $RAY_ADDRESS, else a `ray start` cluster on this machine) and
-starts a private local Ray only with --local or when there is none (and says so).
+Argument parsing imports no Ray, so `mtssad --help` stays fast; Ray is imported when the sweep runs
+(`session.ray_session`: like `ray.init()`, a command joins the running cluster and starts a private
+local Ray only with --local or when there is none). The shared data/method/output flags are
+`mtssad.flags`'; this module never imports the `mtssad` command line above it.
 """
 
 from __future__ import annotations

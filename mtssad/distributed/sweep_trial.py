@@ -250,26 +250,26 @@ def run_class_configs(trial: dict, dataset, settings: TrialSettings, state: Tria
     node_id: the Ray node the trial runs on, recorded in each row (which node trained which config).
     The best config's test row is added to state.rows before the last config is reported (module notes).
     """
-    config_of_sweep = settings.config
+    sweep_config = settings.config
     start_no = state.starts
     state.starts += 1
-    images = class_images(dataset, trial["normal_class"], config_of_sweep)
+    images = class_images(dataset, trial["normal_class"], sweep_config)
     todo = configs_to_train(trial, state.rows)
     best = best_val_auroc(state.rows)
     for fits_now, config in enumerate(todo):
-        check_fault_drill(config_of_sweep, start_no, fits_now, trial_id)
+        check_fault_drill(sweep_config, start_no, fits_now, trial_id)
         t0 = time.perf_counter()
         det, params, ddp_fit, val_auroc, fit_s, val_s = fit_and_validate(trial, config, dataset, images, settings,
                                                                          device=device, trial_id=trial_id)
-        row = config_row(det, params, trial, config, dataset, images, seed=config_of_sweep.seed,
+        row = config_row(det, params, trial, config, dataset, images, seed=sweep_config.seed,
                          val_auroc=val_auroc, fit_s=fit_s, val_s=val_s, ddp_fit=ddp_fit, device=device,
                          trial_id=trial_id, node_id=node_id, start_no=start_no, fit_index=state.fits)
         state.fits += 1
         new_best = is_better(val_auroc, best)
         test = None
-        if config_of_sweep.score_all_test or (new_best and ddp_fit is not None):  # DDP: rank 0 scored it already
+        if sweep_config.score_all_test or (new_best and ddp_fit is not None):  # DDP: rank 0 scored it already
             test = _test_row(det, ddp_fit, images.split, dataset)
-        if config_of_sweep.score_all_test:
+        if sweep_config.score_all_test:
             row.update(test[0], test_scored=True, test_scored_from="each config")
         row["config_seconds"] = time.perf_counter() - t0  # the config's whole wall: fit, validation (and test)
         state.rows.append(row)
