@@ -200,7 +200,9 @@ def cub_sized_dataset(n_test: int = 5794):
 
 
 def measure_class_trial(args) -> list[dict]:
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = cub_sized_dataset(300 if args.dry_run else 5794)
     grids, ks = (["3x3"], [3, 6]) if args.quick or args.dry_run else (["2x2", "3x3", "4x4"], [3, 6, 12])
@@ -213,7 +215,8 @@ def measure_class_trial(args) -> list[dict]:
         rows = []
         _sync()
         t0 = time.perf_counter()
-        run_class_configs(task, ds, SweepSettings(params=params), TrialState(), device=DEVICE, trial_id="gpu-bench",
+        run_class_configs(task, ds, TrialSettings(SweepConfig(params=params)), TrialState(), device=DEVICE,
+                          trial_id="gpu-bench",
                           report=lambda row, state: rows.append(row))
         _sync()
         wall = time.perf_counter() - t0
@@ -223,7 +226,8 @@ def measure_class_trial(args) -> list[dict]:
                    "selection_seconds": sum(r["val_seconds"] for r in rows),
                    "test_scorings": n_test, "test_seconds": sum(r.get("score_seconds") or 0.0 for r in rows),
                    "epochs_per_config": [r.get("epochs_run") for r in rows]}
-        summary["other_seconds"] = wall - summary["train_seconds"] - summary["selection_seconds"] - summary["test_seconds"]
+        summary["other_seconds"] = (wall - summary["train_seconds"] - summary["selection_seconds"]
+                                    - summary["test_seconds"])
         out.append(summary)
         print(json.dumps(summary), flush=True)
     return out
@@ -238,7 +242,8 @@ def render(result: dict) -> str:
              "enqueueing a step; device = CUDA events around the steps: host > device means the step is "
              "launch-bound (the GPU waits for Python).", "",
              "| shape | backbone | batch | precision | channels_last | compile | images/s | host ms/step | "
-             "device ms/step | GFLOP/step | TFLOPS | finite loss |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "device ms/step | GFLOP/step | TFLOPS | finite loss |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["steps"]:
         if "error" in r:
             lines.append(f"| {r['shape']} | | | {r['precision']} | {r['channels_last']} | {r['compile']} | "
@@ -256,7 +261,8 @@ def render(result: dict) -> str:
                   f"{', '.join(f'{v:.0f}' for v in r['images_per_s_each'])} |" for r in result["sharing"]]
     if result.get("class_trial"):
         lines += ["", "## A CUB-sized class trial (9 configs, WRN-16-4, bfloat16, generated data)", "",
-                  "| min_steps | configs | trial s | training s | selection scoring s | test scorings | test s | other s |",
+                  "| min_steps | configs | trial s | training s | selection scoring s | test scorings | test s | "
+                  "other s |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['min_steps']} | {r['configs']} | {r['trial_seconds']:.1f} | {r['train_seconds']:.1f} | "
                   f"{r['selection_seconds']:.1f} | {r['test_scorings']} | {r['test_seconds']:.1f} | "
@@ -278,8 +284,8 @@ def main(argv=None) -> int:
     if args.quick:
         args.steps = min(args.steps, 10)
     t0 = time.perf_counter()
-    result = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "none (CPU dry run)", "torch": torch.__version__, "cuda": torch.version.cuda,
-              "quick": args.quick}
+    result = {"gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else "none (CPU dry run)",
+              "torch": torch.__version__, "cuda": torch.version.cuda, "quick": args.quick}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parts = [("steps", lambda: measure_steps(args)),

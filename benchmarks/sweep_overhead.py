@@ -102,10 +102,12 @@ def trial_times(storage: str, name: str) -> dict[str, tuple[float, float]]:
 def run(ds, classes, ks, epochs, storage, name, **kw) -> tuple[list[dict], float, dict]:
     """Rows, sweep wall, and timing: per-trial wall, sweep set-up before the first trial, gaps between trials."""
     from mtssad.distributed import run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     t_start, t0 = time.time(), time.perf_counter()
-    rows = run_sweep(ds, classes=classes, methods=["ours"], grids=GRIDS, ks=ks, params=dict(PARAMS, epochs=epochs),
-                     storage_path=storage, name=name, max_concurrent_trials=1, **kw)
+    rows = run_sweep(ds, SweepConfig(classes=classes, methods=["ours"], grids=GRIDS, ks=ks,
+                                     params=dict(PARAMS, epochs=epochs), storage_path=storage, name=name,
+                                     max_concurrent_trials=1, **kw))
     wall, t_end = time.perf_counter() - t0, time.time()
     spans = sorted(trial_times(storage, name).values())
     gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
@@ -122,7 +124,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-ray-train", action="store_true", help="skip the TorchTrainer-per-config run")
-    p.add_argument("--summarize", metavar="JSON", help="only recompute the figures from a results JSON of this benchmark")
+    p.add_argument("--summarize", metavar="JSON",
+                   help="only recompute the figures from a results JSON of this benchmark")
     args = p.parse_args()
     if args.summarize:
         return summarize_file(args.summarize)
@@ -148,14 +151,17 @@ def main() -> None:
     compute = {key(r): r["train_seconds"] + r["val_seconds"] + (r.get("score_seconds") or 0) * bool(r["test_scored"])
                for r in new_rows}
     table, measured = [], {}
-    for design, (rows, wall, timing) in {"new": (new_rows, new_wall, new_trials), **({"ray_train": rt} if rt else {})}.items():
+    designs = {"new": (new_rows, new_wall, new_trials), **({"ray_train": rt} if rt else {})}
+    for design, (rows, wall, timing) in designs.items():
         configs = [{"design": design, "normal_class": r["normal_class"], "k": r["k"], "epochs_s": r["epochs_seconds"],
                     "fit_s": r["train_seconds"], "val_s": r["val_seconds"],
                     "test_s": (r.get("score_seconds") or 0) if r["test_scored"] else 0.0,
                     "compute_s": compute[key(r)], "config_s": r["config_seconds"]} for r in sorted(rows, key=key)]
         table += configs
-        measured[design] = {"sweep_wall_s": wall, "setup_s": timing["setup_s"], "gap_between_trials_s": timing["gaps_s"],
-                            "after_last_trial_s": timing["after_last_trial_s"], "trial_wall_s": sum(timing["trial_walls"]),
+        measured[design] = {"sweep_wall_s": wall, "setup_s": timing["setup_s"],
+                            "gap_between_trials_s": timing["gaps_s"],
+                            "after_last_trial_s": timing["after_last_trial_s"],
+                            "trial_wall_s": sum(timing["trial_walls"]),
                             "class_trials": len(timing["trial_walls"])}
     summarize(table, measured, loads, dict(quick=args.quick, classes=classes, ks=ks, epochs=epochs))
 
@@ -191,7 +197,8 @@ def summarize(table: list[dict], measured: dict, loads: list[float], run: dict) 
     cpu_gflops = train_gflop / sum(r["epochs_s"] for r in table if r["design"] == "new")
     notes = [
         f"new (class trials): {new['configs']} configs in {new['class_trials']} class trials, one at a time: fixed "
-        f"cost {new['fixed_s_per_config']:.2f}s per config in steady state ({new['in_trial_overhead_s_per_config']:.2f}s "
+        f"cost {new['fixed_s_per_config']:.2f}s per config in steady state "
+        f"({new['in_trial_overhead_s_per_config']:.2f}s "
         f"inside the class trials + {new['median_gap_between_trials_s']:.0f}s between class trials over its configs); "
         f"training + scoring are {new['compute_share_of_class_trials']:.0%} of the class trials' wall; all-in "
         f"(Tune's set-up {new['setup_s']:.0f}s once, writing the outputs {new['after_last_trial_s']:.0f}s): sweep "
@@ -201,7 +208,8 @@ def summarize(table: list[dict], measured: dict, loads: list[float], run: dict) 
     if "ray_train" in summary:
         r = summary["ray_train"]
         notes.append(f"ray_train (a TorchTrainer per config, the old design's training path, same configs): fixed cost "
-                     f"{r['fixed_s_per_config']:.1f}s per config ({r['fixed_s_per_config'] / max(new['fixed_s_per_config'], 1e-9):.0f}x "
+                     f"{r['fixed_s_per_config']:.1f}s per config "
+                     f"({r['fixed_s_per_config'] / max(new['fixed_s_per_config'], 1e-9):.0f}x "
                      f"the class trials'); training + scoring {r['compute_share_of_class_trials']:.0%} of the trials' "
                      f"wall; sweep {r['sweep_wall_s']:.0f}s")
     notes += [
@@ -211,7 +219,8 @@ def summarize(table: list[dict], measured: dict, loads: list[float], run: dict) 
         f"load average (1 min) at start / after each run: {', '.join(f'{x:.1f}' for x in loads)} on 2 CPUs shared "
         "with other work: absolute seconds are inflated accordingly",
         f"this CPU trained at ~{cpu_gflops:.1f} GFLOP/s (wrn-10-1, 2 threads, under that load); the projection "
-        f"assumes an A10G at {CUB['effective_tflops']:.0f} effective TFLOPS (~{CUB['effective_tflops'] * 1e3 / cpu_gflops:.0f}x "
+        f"assumes an A10G at {CUB['effective_tflops']:.0f} effective TFLOPS "
+        f"(~{CUB['effective_tflops'] * 1e3 / cpu_gflops:.0f}x "
         "this CPU) and keeps the fixed costs measured here (a GPU node's CPUs are not slower)",
     ]
     if "ray_train" in summary:  # the same old-path cost measured quiet (committed) and now: how much the load inflates
@@ -222,7 +231,8 @@ def summarize(table: list[dict], measured: dict, loads: list[float], run: dict) 
         summary["new"]["quiet_estimate_fixed_s_per_config"] = quiet
         proj["quiet_min_steps_0"] = pq
         notes.append(f"load-adjusted: the old path's fixed cost is {factor:.1f}x its quiet committed figure under this "
-                     f"load; the class trials' fixed cost scaled the same way is ~{quiet:.2f}s per config (an estimate, "
+                     f"load; the class trials' fixed cost scaled the same way is ~{quiet:.2f}s per config "
+                     "(an estimate, "
                      f"not a measurement), and the min_steps=0 CUB projection with it {pq['minutes']:.0f} min "
                      f"(dominated by {pq['dominant']})")
     for ms, pr in [(k, v) for k, v in proj.items() if not str(k).startswith("quiet")]:
@@ -238,9 +248,11 @@ def summarize(table: list[dict], measured: dict, loads: list[float], run: dict) 
     write_results(
         "sweep_overhead", out, ["design", "normal_class", "k", "epochs_s", "fit_s", "val_s", "test_s", "compute_s",
                                 "config_s"],
-        title="Tune sweep: fixed cost per config (class trials vs a TorchTrainer per config) and the CUB-200 projection",
+        title="Tune sweep: fixed cost per config (class trials vs a TorchTrainer per config) and the CUB-200 "
+              "projection",
         settings={"quick": run["quick"], "data": "digits 1x32x32, max_train=300 (~30/class), max_test=100",
-                  "classes": run["classes"], "grids": GRIDS, "ks": run["ks"], "params": dict(PARAMS, epochs=run["epochs"]),
+                  "classes": run["classes"], "grids": GRIDS, "ks": run["ks"],
+                  "params": dict(PARAMS, epochs=run["epochs"]),
                   "ray_cpus": 2, "summary": summary, "old_committed": OLD_COMMITTED, "load_avg_1min": loads,
                   "cpu_train_gflops": cpu_gflops, "cub_assumptions": CUB, "cub_projection": proj},
         notes=notes)

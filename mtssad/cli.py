@@ -22,151 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from .config import HEAD_SELECTIONS, SCORE_NORMS, STOPPING_RULES
 from .errors import (EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, EXIT_USAGE, DeviceError,
                      MtssadError, exit_codes_text, is_disk_full, is_out_of_memory)
-from .logs import LEVELS, bars_enabled
+from .flags import (DEFAULTS, add_data_args, add_logging_args, add_method_args, add_output_args, check_tasks_flag,
+                    load_from_args, log_level_of, method_params)
 
 log = logging.getLogger("mtssad.cli")  # also when run as `python -m mtssad.cli` (__main__)
-
-# Deliberate overrides of DetectorConfig's defaults for the command line: a CPU-sized backbone and epochs (the
-# paper: wrn-16-4, 15); min_steps None = the data set's budget (mtssad.data.default_min_steps).
-DEFAULTS = dict(backbone="wrn-10-1", epochs=10, min_steps=None, out="runs/evaluate")
-
-
-def add_data_args(p: argparse.ArgumentParser, *, dataset_default: str = "digits") -> None:
-    from .data import dataset_names
-
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=dataset_default, choices=dataset_names(), help="registered data set (default: %(default)s)")
-    g.add_argument("--data-root", default=None, help="local copy of the data set, in its standard layout (default: none; digits and glyphs need none)")
-    g.add_argument("--classes", nargs="*", default=None, help="normal classes, by index or name (default: every class)")
-    g.add_argument("--max-train", type=int, default=None,
-                   help="cap on the WHOLE training split, all classes together, before one-vs-all (stratified, seeded): "
-                        "a normal class keeps about its share, e.g. 2000 of 10 classes -> ~200, minus --val-fraction; "
-                        "each row's n_train is what was fitted (default: all)")
-    g.add_argument("--max-train-per-class", type=int, default=None,
-                   help="cap on each class's training images (seeded; after --max-train, before --val-fraction): "
-                        "what one-vs-all runs usually mean by a training size (default: no cap)")
-    g.add_argument("--max-test", type=int, default=None, help="stratified seeded subset of the test split (default: all)")
-    g.add_argument("--side", type=int, default=32, help="image side in pixels after resizing/padding (default: %(default)s)")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=None, help="convert to 1 (grayscale) or 3 (RGB) channels (default: the data set's own)")
-    g.add_argument("--test-fraction", type=float, default=0.3, help="test share for sets without an official split (default: %(default)s)")
-    g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files (listed and counted) instead of stopping")
-    g.add_argument("--crop-bbox", action="store_true", help="cub200: crop each image to its bounding box")
-
-
-def add_method_args(p: argparse.ArgumentParser) -> None:
-    from .methods import method_names
-
-    g = p.add_argument_group("method")
-    g.add_argument("--methods", nargs="+", default=["ours"], choices=method_names(load=False), help="methods to compare (default: ours)")
-    g.add_argument("--tasks", nargs="+", default=None,
-                   help="heads trained and scored by --methods ours (vertical, horizontal, rotation, jigsaw, or geometric = "
-                        "the first three); refused with the other methods, whose heads are fixed (default: geometric jigsaw)")
-    g.add_argument("--backbone", default=DEFAULTS["backbone"], help="wrn-<depth>-<width>; the paper uses wrn-16-4 (default: %(default)s, fast on CPUs)")
-    g.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs, >= 1 (more when --min-steps needs them) (default: %(default)s)")
-    g.add_argument("--min-steps", type=int, default=DEFAULTS["min_steps"],
-                   help="optimizer steps a fit never goes below: whole epochs are added until reached, since a "
-                        "~100-image class gets 4 steps an epoch; 0 = exactly --epochs (default: the data set's "
-                        "budget, chosen on validation: digits 50, every other data set 300; docs/METHOD.md)")
-    g.add_argument("--early-stopping", choices=STOPPING_RULES, default="none",
-                   help="stop a fit when the validation AUROC (val_auroc) or the held-out normals' self-supervised "
-                        "loss (val_loss) stops improving, measured every 25 steps, best weights kept; --min-steps is "
-                        "then the most it trains (default: %(default)s: no rule beat the fixed budget, docs/METHOD.md)")
-    g.add_argument("--batch-size", type=int, default=32, help="original images per SGD step (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate, cosine-annealed (default: %(default)s)")
-    g.add_argument("--grid", type=int, nargs=2, default=(3, 3), metavar=("N_H", "N_W"), help="jigsaw grid (default: 3 3)")
-    g.add_argument("--k", type=int, default=3, help="jigsaw permutations incl. identity (default: %(default)s)")
-    g.add_argument("--margin", type=int, default=2, help="jigsaw margin in pixels (default: %(default)s)")
-    g.add_argument("--score-norm", choices=SCORE_NORMS, default="none", help="per-head score normalization (default: %(default)s, the paper's)")
-    g.add_argument("--score-heads", nargs="+", default=None, help="heads averaged in the score (default: all trained heads)")
-    g.add_argument("--head-selection", choices=HEAD_SELECTIONS, default="all",
-                   help="'diagnostic' scores only the heads the task-suitability diagnostic on the validation split finds suited; "
-                        "'validation' scores all heads or the geometric ones, whichever has the higher AUROC on the validation "
-                        "split (default: %(default)s)")
-    g.add_argument("--val-fraction", type=float, default=0.2, help="share of normal training images held out for validation and the task diagnostic; 0 = none (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed for data subsets, splits, init, permutations (default: %(default)s)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: %(default)s)")
-    g.add_argument("--amp", action="store_true", help="mixed precision on GPU")
-
-
-def add_output_args(p: argparse.ArgumentParser, default_out: str) -> None:
-    g = p.add_argument_group("output")
-    g.add_argument("--out", default=default_out, help="output directory (default: %(default)s)")
-    g.add_argument("--overwrite", action="store_true", help="rerun rows already in OUTDIR/results.parquet")
-    add_logging_args(p)
-
-
-def add_logging_args(p: argparse.ArgumentParser) -> None:
-    """-v/-q/--log-level, accepted before or after the command (`mtssad -q evaluate`, `mtssad evaluate -q`).
-
-    Defaults are SUPPRESSed so a subcommand never overwrites the value given before it; read with `log_level_of`.
-    """
-    g = p.add_argument_group("messages")
-    g.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", default=argparse.SUPPRESS,
-                   help="debug messages with time and logger name; sweep: also Ray's own output on the console")
-    g.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="WARNING", default=argparse.SUPPRESS,
-                   help="warnings and errors only, no progress bars (results are still printed)")
-    g.add_argument("--log-level", dest="log_level", type=str.upper, choices=LEVELS, default=argparse.SUPPRESS,
-                   help="message level (default: INFO); the last of -v, -q, --log-level wins")
-
-
-def log_level_of(args) -> str:
-    return getattr(args, "log_level", None) or "INFO"
-
-
-def method_params(args) -> dict:
-    """DetectorConfig fields from the flags (non-neural methods ignore them)."""
-    from .data import default_min_steps
-
-    min_steps = args.min_steps if args.min_steps is not None else default_min_steps(args.dataset)
-    params = dict(backbone=args.backbone, epochs=args.epochs, min_steps=min_steps, early_stopping=args.early_stopping,
-                  batch_size=args.batch_size, lr=args.lr,
-                  grid=tuple(args.grid), k=args.k, margin=args.margin, score_norm=args.score_norm,
-                  head_selection=args.head_selection,
-                  device=args.device, amp=args.amp, progress=bars_enabled())
-    if args.tasks:
-        params["tasks"] = tuple(args.tasks)
-    if args.score_heads:
-        params["score_heads"] = tuple(args.score_heads)
-    return params
-
-
-def load_from_args(args, name: str | None = None, root: str | None = None, channels: int | None = None):
-    from .data import load_dataset
-
-    return load_dataset(name or args.dataset, root if root is not None else args.data_root, side=args.side,
-                        channels=channels if channels is not None else args.channels, max_train=args.max_train,
-                        max_train_per_class=getattr(args, "max_train_per_class", None), max_test=args.max_test,
-                        seed=args.seed, test_fraction=args.test_fraction,
-                        skip_bad_images=args.skip_bad_images, crop_bbox=args.crop_bbox)
-
-
-def save_run(store, out) -> None:
-    """Persist one run: scores and history first, then the row (so a listed row always has its files)."""
-    from .results import run_name
-
-    name = run_name(out.row)
-    store.write_scores(name, out.scores)
-    if out.history:
-        store.write_json(f"history/{name}", out.history)
-    store.append([out.row])
-
-
-def check_tasks_flag(args) -> None:
-    """--tasks chooses the heads of the methods that take it; with any other method it is refused, not ignored."""
-    if not args.tasks:
-        return
-    from .config import expand_tasks
-    from .methods import TASKS_METHODS
-
-    expand_tasks(args.tasks)  # unknown head names
-    fixed = [m for m in args.methods if m not in TASKS_METHODS]
-    if fixed:
-        raise ValueError(f"--tasks chooses the heads of --methods {' '.join(TASKS_METHODS)} only; {' '.join(fixed)} "
-                         f"train(s) fixed heads: drop --tasks, or run {' '.join(fixed)} in a separate command")
-
 
 def _check_methods_params(args, params) -> None:
     """Fail before any data is loaded or model trained on a bad config (k too large, grid too big for --side)."""
@@ -174,7 +35,8 @@ def _check_methods_params(args, params) -> None:
     from .transforms import check_image_fits
 
     if params.get("head_selection", "all") != "all" and args.val_fraction <= 0:
-        raise ValueError(f"--head-selection {params['head_selection']} needs a validation split: use --val-fraction > 0")
+        raise ValueError(f"--head-selection {params['head_selection']} needs a validation split: "
+                         "use --val-fraction > 0")
     if params.get("early_stopping") == "val_auroc" and args.val_fraction <= 0:
         raise ValueError("--early-stopping val_auroc needs a validation split: use --val-fraction > 0, or val_loss")
     check_tasks_flag(args)
@@ -188,14 +50,15 @@ def _check_methods_params(args, params) -> None:
                 try:
                     check_image_fits((args.side, args.side), tuple(args.grid), args.margin)
                 except ValueError as e:
-                    raise ValueError(f"--grid {args.grid[0]} {args.grid[1]} does not fit --side {args.side}: {e}") from None
+                    raise ValueError(f"--grid {args.grid[0]} {args.grid[1]} does not fit --side {args.side}: "
+                                     f"{e}") from None
 
 
 def cmd_evaluate(args) -> int:
     from .data import resolve_classes
     from .protocols import data_identity, describe_config, one_vs_all
     from .methods import make_method
-    from .results import ResultsStore, row_key
+    from .results import ResultsStore, row_key, save_run
 
     params = method_params(args)
     _check_methods_params(args, params)
@@ -203,8 +66,10 @@ def cmd_evaluate(args) -> int:
     ds = load_from_args(args)
     classes = resolve_classes(ds, args.classes)
     if ds.skipped:
-        log.warning(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{' ...' if len(ds.skipped) > 5 else ''}")
-    log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of {tuple(ds.train_images.shape[1:])}; "
+        more = " ..." if len(ds.skipped) > 5 else ""
+        log.warning(f"skipped {len(ds.skipped)} unreadable image file(s): {', '.join(ds.skipped[:5])}{more}")
+    log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
+             f"{tuple(ds.train_images.shape[1:])}; "
              f"{len(classes)} normal class(es) x {len(args.methods)} method(s) -> {args.out}")
     done = set() if args.overwrite else store.done_keys()
     data = data_identity(ds, val_fraction=args.val_fraction)  # the same as one_vs_all's row["data"]
@@ -220,7 +85,8 @@ def cmd_evaluate(args) -> int:
         save_run(store, out)
         r = out.row
         print(f"[{i}/{len(jobs)}] {r['normal_class']} / {m}: AUROC {100 * r['auroc']:.1f}  "
-              f"(fitted on {r['n_train']} normal images; train {r['train_seconds']:.1f}s, score {r['score_seconds']:.1f}s)",
+              f"(fitted on {r['n_train']} normal images; train {r['train_seconds']:.1f}s, "
+              f"score {r['score_seconds']:.1f}s)",
               flush=True)
     log.info(f"done in {time.perf_counter() - t_all:.0f}s")
     return _finish(args.out)
@@ -228,7 +94,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_ood(args) -> int:
     from .protocols import out_of_distribution
-    from .results import ResultsStore
+    from .results import ResultsStore, save_run
 
     params = method_params(args)
     if params["head_selection"] != "all":
@@ -255,7 +121,8 @@ def cmd_sweep(args) -> int:
 def cmd_report(args) -> int:
     out = Path(args.outdir).expanduser()
     if not (out / "results.parquet").is_file():  # checked before anything is created: a typo makes no folder
-        what = "no such directory" if not out.exists() else "not a directory" if not out.is_dir() else "no results.parquet in it"
+        what = ("no such directory" if not out.exists() else "not a directory" if not out.is_dir()
+                else "no results.parquet in it")
         raise ValueError(f"{args.outdir}: {what}; expected an output directory of mtssad evaluate, ood or sweep")
     return _finish(out)
 

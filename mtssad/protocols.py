@@ -17,7 +17,7 @@ import numpy as np
 
 from .data import DataError, ImageDataset, validation_split
 from .methods import METHODS, make_method, trains_jigsaw
-from .config import expand_tasks
+from .config import DetectorConfig, expand_tasks
 from .metrics import anomaly_metrics, auroc
 
 
@@ -123,16 +123,31 @@ def data_identity(ds: ImageDataset, **extra) -> dict:
 
 
 def describe_config(method: str, params: dict, det) -> dict:
-    """Row identity columns (grid, k, config) for a method and its parameters."""
+    """Row identity columns (grid, k, config) for a method and its parameters (unset grid/k: DetectorConfig's)."""
     cfg = method_config(method, det)
     jig = trains_jigsaw(method, params)
-    grid = params.get("grid", (3, 3))
+    grid = params.get("grid", DetectorConfig.grid)
     return {
         "method": method,
         "grid": f"{grid[0]}x{grid[1]}" if jig else None,
-        "k": int(params.get("k", 3)) if jig else None,
+        "k": int(params.get("k", DetectorConfig.k)) if jig else None,
         "config": json.dumps(cfg, sort_keys=True, default=list),
     }
+
+
+def result_row(method: str, params: dict, det, *, dataset: str, normal_class: str, seed: int, split: str, data,
+               metrics: dict | None = None, **columns) -> dict:
+    """One results.parquet row, as every protocol writes it (one-vs-all, OOD, a sweep's config, the OOD job).
+
+    metrics first (anomaly_metrics, per-head AUROCs, timings), then the row's identity -- method, grid, k,
+    config (describe_config), dataset, normal_class, seed, split and data (the data selection) -- then the
+    protocol's own `columns`, in the order given.
+    """
+    row = dict(metrics or {})
+    row.update(describe_config(method, params, det), dataset=dataset, normal_class=normal_class, seed=seed,
+               split=split, data=data)
+    row.update(columns)
+    return row
 
 
 @dataclass
@@ -146,7 +161,8 @@ class OneVsAllData:
     is_normal_test: np.ndarray  # (n_test,) bool
 
 
-def check_class_size(ds: ImageDataset, normal_class: int, *, val_fraction: float, validation_optional: bool = True) -> None:
+def check_class_size(ds: ImageDataset, normal_class: int, *, val_fraction: float,
+                     validation_optional: bool = True) -> None:
     """Enough training images of the normal class for a fit (>= 2, BatchNorm) plus >= 1 held out for validation.
 
     The message names the CLI flags that change the count (users meet it as `mtssad evaluate/sweep`).
@@ -192,8 +208,8 @@ def one_vs_all(ds: ImageDataset, normal_class: int, method: str, params: dict, *
         method, {**params, "seed": seed}, X_fit=d.X_fit, X_test=d.X_test,
         is_normal_test=d.is_normal_test, X_val=d.X_val, y_val=d.y_val, labels_test=ds.test_labels,
     )
-    row.update(describe_config(method, params, det), dataset=ds.name, normal_class=ds.class_names[normal_class],
-               seed=seed, split="test", data=data_identity(ds, val_fraction=val_fraction))
+    row = result_row(method, params, det, metrics=row, dataset=ds.name, normal_class=ds.class_names[normal_class],
+                     seed=seed, split="test", data=data_identity(ds, val_fraction=val_fraction))
     return RunOutput(row, scores, list(getattr(det, "history_", [])))
 
 
@@ -214,6 +230,6 @@ def out_of_distribution(ds_in: ImageDataset, ds_out: ImageDataset, method: str, 
     is_normal = np.r_[np.ones(len(ds_in.test_images), bool), np.zeros(len(ds_out.test_images), bool)]
     row, scores, det = evaluate_method(method, {**params, "seed": seed}, X_fit=ds_in.train_images,
                                        X_test=X_test, is_normal_test=is_normal)
-    row.update(describe_config(method, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}",
-               normal_class="all", seed=seed, split="ood", data=ood_data_identity(ds_in, ds_out))
+    row = result_row(method, params, det, metrics=row, dataset=f"{ds_in.name}-vs-{ds_out.name}",
+                     normal_class="all", seed=seed, split="ood", data=ood_data_identity(ds_in, ds_out))
     return RunOutput(row, scores, list(getattr(det, "history_", [])))

@@ -35,7 +35,7 @@ from .errors import CorruptFileError, DiskFullError, OutputDirError, is_disk_ful
 
 __all__ = [
     "HEAD_PREFIX", "KEY_COLUMNS", "RESULT_COLUMNS", "ResultsFileError", "ResultsStore",
-    "atomic_write_bytes", "atomic_write_parquet", "file_name", "row_key", "run_name",
+    "atomic_write_bytes", "atomic_write_parquet", "file_name", "row_key", "run_name", "save_run",
 ]
 
 # The ordered schema of results.parquet. Columns beyond these (e.g. val_auroc)
@@ -56,12 +56,14 @@ RESULT_COLUMNS: dict[str, pa.DataType] = {
     "train_seconds": pa.float64(),
     "score_seconds": pa.float64(),
     "config": pa.string(),  # JSON of the full method config (sorted keys); part of the row key
-    "data": pa.string(),  # JSON of the data selection (load_dataset arguments, data root resolved, val_fraction); part of the row key
+    # JSON of the data selection (load_dataset arguments, data root resolved, val_fraction); part of the row key
+    "data": pa.string(),
     "selected": pa.bool_(),  # sweeps: the config chosen on validation data; null outside sweeps
     "split": pa.string(),  # "test" (one-vs-all), "ood", ...
 }
 KEY_COLUMNS = ("dataset", "normal_class", "method", "config", "data", "seed")
-_OPTIONAL_KEY = ("data",)  # rows written before the data column have none; they count as data "" (never equal to a new row's)
+# rows written before the data column have none; they count as data "" (never equal to a new row's)
+_OPTIONAL_KEY = ("data",)
 HEAD_PREFIX = "auroc_head_"
 
 
@@ -357,6 +359,16 @@ class ResultsStore:
             raise ResultsFileError(f"{path} is not a readable JSON side file ({type(e).__name__}: {str(e)[:120]}); "
                                    f"delete it and run `mtssad report {self.outdir}` again (that run's task curves "
                                    "are then left out), or rerun that run with --overwrite") from e
+
+
+def save_run(store: ResultsStore, out) -> None:
+    """Persist one run (a protocols.RunOutput): scores and history first, then the row (so a listed row always
+    has its files)."""
+    name = run_name(out.row)
+    store.write_scores(name, out.scores)
+    if out.history:
+        store.write_json(f"history/{name}", out.history)
+    store.append([out.row])
 
 
 def read_scores_file(path) -> pd.DataFrame | None:

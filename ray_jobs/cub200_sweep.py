@@ -24,8 +24,10 @@ they need GPU nodes (gpu_worker spot, or gpu_ondemand when spot capacity is shor
 import argparse
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_auto_resume_arg, add_sweep_args, finish_ray_args, run_sweep_resuming
+from mtssad.flags import add_data_args, add_method_args, add_output_args, log_level_of
+from mtssad.config import DetectorConfig
+from mtssad.distributed.cli import (add_auto_resume_arg, add_sweep_args, finish_ray_args, run_sweep_resuming,
+                                    sweep_config_from_args)
 from mtssad.logs import configure as configure_logging
 
 
@@ -36,7 +38,8 @@ def parse_args(argv=None):
     add_output_args(p, "runs/cub200_sweep")
     add_sweep_args(p)
     add_auto_resume_arg(p)
-    p.set_defaults(backbone="wrn-16-4", epochs=15, grid_search=["2x2", "3x3", "4x4"],
+    # the paper's backbone and epochs (DetectorConfig's, not the command line's CPU-sized ones) and its search
+    p.set_defaults(backbone=DetectorConfig.backbone, epochs=DetectorConfig.epochs, grid_search=[(2, 2), (3, 3), (4, 4)],
                    k_search=[3, 6, 12], experiment_name="cub200")
     return finish_ray_args(p.parse_args(argv))
 
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     # resumes an incomplete sweep by itself (--auto-resume times); results, scores and report ->
     # STORAGE/<experiment>-results, also when it stays incomplete (report marked so, exit 6)
-    return run_sweep_resuming(args, grids=args.grid_search, ks=args.k_search, resumes=args.auto_resume)
+    return run_sweep_resuming(args, sweep_config_from_args(args), resumes=args.auto_resume)
 
 
 if __name__ == "__main__":

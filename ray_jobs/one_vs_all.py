@@ -17,8 +17,9 @@ STORAGE/one_vs_all-results when --storage-path is elsewhere (s3://... on a multi
 import argparse
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_auto_resume_arg, add_ray_args, finish_ray_args, run_sweep_resuming
+from mtssad.flags import add_data_args, add_method_args, add_output_args, log_level_of
+from mtssad.distributed.cli import (add_auto_resume_arg, add_ray_args, finish_ray_args, run_sweep_resuming,
+                                    sweep_config_from_args)
 from mtssad.logs import configure as configure_logging
 
 
@@ -39,7 +40,8 @@ def main(argv=None) -> int:
     configure_logging(log_level_of(args))  # -v/-q/--log-level (from add_output_args)
     # resumes an incomplete run by itself (--auto-resume times); results, scores and report ->
     # STORAGE/<experiment>-results, also when it stays incomplete (report marked so, exit 6)
-    return run_sweep_resuming(args, grids=[f"{args.grid[0]}x{args.grid[1]}"], ks=[args.k], resumes=args.auto_resume)
+    config = sweep_config_from_args(args, grids=[tuple(args.grid)], ks=[args.k])  # one config: --grid and --k
+    return run_sweep_resuming(args, config, resumes=args.auto_resume)
 
 
 if __name__ == "__main__":

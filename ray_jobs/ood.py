@@ -15,8 +15,9 @@ import argparse
 import os
 import sys
 
-from mtssad.cli import add_data_args, add_method_args, add_output_args, log_level_of
-from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, ray_session, storage_of
+from mtssad.flags import add_data_args, add_method_args, add_output_args, log_level_of
+from mtssad.distributed.cli import add_ray_args, finish_ray_args, publish_results, storage_of
+from mtssad.distributed.session import ray_session
 from mtssad.logs import configure as configure_logging
 
 
@@ -29,20 +30,21 @@ def parse_args(argv=None):
     add_output_args(p, "runs/ood")
     add_ray_args(p)
     p.add_argument("--score-actors", type=int, default=1, help="Ray Data scoring actors (default: %(default)s)")
-    p.add_argument("--score-gpus", type=float, default=None, help="GPUs per scoring actor (default: 1 with --use-gpu, else 0)")
+    p.add_argument("--score-gpus", type=float, default=None,
+                   help="GPUs per scoring actor (default: 1 with --use-gpu, else 0)")
     return finish_ray_args(p.parse_args(argv))
 
 
 def main(argv=None) -> int:
     import numpy as np
 
-    from mtssad.cli import load_from_args, method_params
+    from mtssad.flags import load_from_args, method_params
     from mtssad.distributed.data import score_with_ray_data
     from mtssad.distributed.storage import join_uri, write_bytes
     from mtssad.distributed.train import ddp_workers, train_detector_ddp
     from mtssad.methods import METHODS, make_method
     from mtssad.metrics import anomaly_metrics, auroc
-    from mtssad.protocols import PROTOCOL_PARAMS, describe_config, ood_data_identity
+    from mtssad.protocols import PROTOCOL_PARAMS, describe_config, ood_data_identity, result_row
     from mtssad.results import ResultsStore, file_name, run_name
 
     args = parse_args(argv)
@@ -71,12 +73,12 @@ def main(argv=None) -> int:
             path = write_bytes(join_uri(storage, "detectors", f"{name}.pt"), det.to_bytes())
             df = score_with_ray_data(det, X_test, is_normal.astype(int), num_actors=args.score_actors,
                                      num_gpus=score_gpus, out_dir=join_uri(storage, "scores", name))
-            row = anomaly_metrics(is_normal, df["score"].to_numpy())
-            row.update({f"auroc_head_{c[6:]}": auroc(is_normal, df[c].to_numpy())
-                        for c in df.columns if c.startswith("score_")})
-            row.update(describe_config(m, params, det), dataset=f"{ds_in.name}-vs-{ds_out.name}", normal_class="all",
-                       seed=args.seed, split="ood", n_train=len(ds_in.train_images), n_test=len(X_test),
-                       train_seconds=det.train_seconds_, data=ood_data_identity(ds_in, ds_out))
+            metrics = anomaly_metrics(is_normal, df["score"].to_numpy())
+            metrics.update({f"auroc_head_{c[6:]}": auroc(is_normal, df[c].to_numpy())
+                            for c in df.columns if c.startswith("score_")})
+            row = result_row(m, params, det, metrics=metrics, dataset=f"{ds_in.name}-vs-{ds_out.name}",
+                             normal_class="all", seed=args.seed, split="ood", data=ood_data_identity(ds_in, ds_out),
+                             n_train=len(ds_in.train_images), n_test=len(X_test), train_seconds=det.train_seconds_)
             store.write_scores(run_name(row), df.rename(columns={"label": "is_normal"}))
             store.append([row])
             print(f"{row['dataset']} / {m}: AUROC {100 * row['auroc']:.1f}; detector {path}", flush=True)

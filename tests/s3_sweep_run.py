@@ -4,7 +4,7 @@
     python tests/s3_sweep_run.py score s3://bucket/p                                    # Ray Data on S3
 
 crash N: `mtssad sweep ARGS` exactly as the command runs it, but every class trial's first start
-raises after N configs (`run_sweep(crash_after_configs=N)`, the engine's fault drill) and Tune does not
+raises after N configs (`SweepConfig(crash_after_configs=N)`, the engine's fault drill) and Tune does not
 retry it (--max-retries 0): the sweep ends incomplete, its finished configs in S3. Prints the exit
 status as JSON; the test then resumes with the plain `mtssad sweep ... --resume`.
 
@@ -16,16 +16,17 @@ AWS_* in the environment point pyarrow at the S3 API; a private 2-CPU Ray (loopb
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
+from dataclasses import replace
 
 
 def crash(after: int, argv: list[str]) -> dict:
     import mtssad.distributed.tune as tune_mod
     from mtssad.cli import main
 
-    tune_mod.run_sweep = functools.partial(tune_mod.run_sweep, crash_after_configs=after)
+    real_run_sweep = tune_mod.run_sweep
+    tune_mod.run_sweep = lambda dataset, config: real_run_sweep(dataset, replace(config, crash_after_configs=after))
     return {"exit": main([*argv, "--max-retries", "0"])}  # Tune does not restart the crashed trials
 
 

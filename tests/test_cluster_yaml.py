@@ -36,7 +36,8 @@ def _start_commands(raw, kind):
 def _token_path(raw):
     """The absolute token path on the nodes: the file_mounts target that receives ~/.ray/auth_token."""
     targets = [remote for remote, local in raw["file_mounts"].items() if local.rstrip("/") == "~/.ray/auth_token"]
-    assert len(targets) == 1, f"expected one file_mounts entry copying ~/.ray/auth_token to the nodes; got {raw['file_mounts']}"
+    assert len(targets) == 1, ("expected one file_mounts entry copying ~/.ray/auth_token to the nodes; "
+                               f"got {raw['file_mounts']}")
     return targets[0]
 
 
@@ -140,7 +141,8 @@ def test_gpu_workers_get_the_gpus_and_only_the_head_syncs_the_data(raw):
     """Issue 21.1: `--gpus all` on the GPU workers' containers, whatever `docker info` lists (not on the
     GPU-less head, where docker would refuse it). 21.7: the data is synced where it is read: the head."""
     assert "--gpus all" in raw["docker"]["worker_run_options"]
-    assert not any("--gpus" in o for o in raw["docker"].get("run_options", []) + raw["docker"].get("head_run_options", []))
+    head_options = raw["docker"].get("run_options", []) + raw["docker"].get("head_run_options", [])
+    assert not any("--gpus" in o for o in head_options)
     assert all(t["resources"].get("GPU", 0) >= 1 for n, t in raw["available_node_types"].items()
                if n != raw["head_node_type"]), "worker_run_options' --gpus all needs a GPU on every worker type"
     for key in ("setup_commands", "worker_setup_commands"):
@@ -171,8 +173,10 @@ def test_head_role_acts_only_on_this_clusters_instances(raw):
         if mutating:
             assert s["Resource"] != "*" and s.get("Condition"), s
             cond = json.dumps(s["Condition"])
-            assert f'"ec2:ResourceTag/ray-cluster-name": "{name}"' in cond or '"ec2:CreateAction": "RunInstances"' in cond, s
-        if "ec2:RunInstances" in acts and any("instance/" in r for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])):
+            assert (f'"ec2:ResourceTag/ray-cluster-name": "{name}"' in cond
+                    or '"ec2:CreateAction": "RunInstances"' in cond), s
+        arns = [s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]
+        if "ec2:RunInstances" in acts and any("instance/" in r for r in arns):
             assert s["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == name, s
 
 
@@ -181,7 +185,7 @@ def test_job_recipes_schedule_on_the_shipped_node_types(raw):
     GPU recipe never leaves the sweep one trial at a time on the 0-GPU head."""
     import importlib.util
 
-    from mtssad.distributed.resources import plan_class_trials
+    from mtssad.distributed.resources import class_trial_resources
 
     types = raw["available_node_types"]
     head = types[raw["head_node_type"]]["resources"]
@@ -194,14 +198,16 @@ def test_job_recipes_schedule_on_the_shipped_node_types(raw):
         spec.loader.exec_module(job)
         args = job.parse_args([a.replace("$BUCKET", "b") for a in argv[argv.index(script) + 1:]])
         workers = args.num_workers or 1  # left open with --use-gpu: 1 (tune.sweep_workers)
-        plan = plan_class_trials(num_workers=workers, use_gpu=args.use_gpu, cpus_per_trial=args.cpus_per_trial,
-                                 gpus_per_trial=args.gpus_per_trial, driver_cpus=1.0,
-                                 driver_resources={args.driver_resource: 1} if args.driver_resource else None,
-                                 max_concurrent_trials=args.max_concurrent_trials, cluster=dict(head))
-        need = plan["trial_resources"]
+        resources = class_trial_resources(num_workers=workers, use_gpu=args.use_gpu,
+                                          cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                                          driver_cpus=1.0,
+                                          driver_resources={args.driver_resource: 1} if args.driver_resource else None,
+                                          max_concurrent_trials=args.max_concurrent_trials, cluster=dict(head))
+        need = resources["trial_resources"]
         fits = [n for n, t in types.items() if all(t["resources"].get(k, 0) >= v for k, v in need.items())]
         assert fits, f"{where}: class trials ask for {need}; no node type offers it: {argv}"
-        assert plan["max_concurrent_trials"] is None, f"{where}: capped at {plan['max_concurrent_trials']}: {argv}"
+        capped = resources["max_concurrent_trials"]
+        assert capped is None, f"{where}: capped at {capped}: {argv}"
 
 
 def test_job_recipes_agree_with_the_synced_layout(raw):

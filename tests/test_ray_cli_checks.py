@@ -17,27 +17,29 @@ def test_use_gpu_is_accepted_when_the_session_will_join_a_ray_start_cluster(monk
     so --use-gpu must not be judged by this (GPU-less) machine's CUDA."""
     import torch
 
-    from mtssad.distributed import cli, preflight
+    from mtssad.distributed import preflight, session
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(cli, "_running_cluster_address", lambda: "10.0.0.1:6379")
-    preflight._check_resources(_args("--use-gpu"))  # joins: the cluster's GPU nodes train
-    monkeypatch.setattr(cli, "_running_cluster_address", lambda: None)
+    monkeypatch.setattr(session, "_running_cluster_address", lambda: "10.0.0.1:6379")
+    preflight._check_ray_session(_args("--use-gpu"), use_gpu=True)  # joins: the cluster's GPU nodes train
+    monkeypatch.setattr(session, "_running_cluster_address", lambda: None)
     with pytest.raises(UsageError, match="no CUDA GPU for the local Ray"):
-        preflight._check_resources(_args("--use-gpu"))  # nothing to join: a local Ray without GPUs
+        preflight._check_ray_session(_args("--use-gpu"), use_gpu=True)  # nothing to join: a local Ray without GPUs
 
 
 def test_retry_and_stall_flags_reach_the_sweep_and_are_checked(monkeypatch):
-    from mtssad.distributed import preflight
+    from mtssad.distributed.cli import sweep_config_from_args
 
     a = _args("--max-retries", "5", "--stall-timeout", "2.5", "--allow-cpu-fallback")
     assert (a.max_retries, a.stall_timeout, a.allow_cpu_fallback) == (5, 2.5, True)
     assert (_args().max_retries, _args().stall_timeout, _args().allow_cpu_fallback) == (3, 30.0, False)
+    config = sweep_config_from_args(a)
+    assert (config.trial_max_failures, config.stall_timeout_s, config.cpu_fallback) == (5, 150.0, True)
     with pytest.raises(UsageError, match="--max-retries must be >= 0; got -1"):
-        preflight._check_resources(_args("--max-retries", "-1"))
+        sweep_config_from_args(_args("--max-retries", "-1"))
     with pytest.raises(UsageError, match="--stall-timeout must be > 0 minutes; got 0.0"):
-        preflight._check_resources(_args("--stall-timeout", "0"))
+        sweep_config_from_args(_args("--stall-timeout", "0"))
 
 
 @pytest.mark.parametrize("job", ["cub200_sweep", "one_vs_all"])
@@ -61,6 +63,7 @@ def test_auto_resume_resumes_then_publishes_what_finished_marked_incomplete(monk
     from types import SimpleNamespace
 
     from mtssad.distributed import cli
+    from mtssad.distributed.sweep_config import SweepConfig
     from mtssad.distributed.tune import SweepIncomplete, SweepStalled
     from mtssad.results import ResultsStore
 
@@ -70,26 +73,25 @@ def test_auto_resume_resumes_then_publishes_what_finished_marked_incomplete(monk
     calls, published = [], []
     monkeypatch.setattr(cli, "publish_results", lambda args, name=None: published.append(args.out))
 
-    def incomplete(args, grids, ks):
-        calls.append(args.resume)
+    def incomplete(args, config):
+        calls.append(config.resume)
         raise SweepIncomplete("1 of 2 configs did not finish: class 1 / ours: never started (0/1 configs done)")
 
     monkeypatch.setattr(cli, "run_sweep_from_args", incomplete)
     args = SimpleNamespace(out=str(tmp_path), resume=False)
-    assert cli.run_sweep_resuming(args, grids=["2x2"], ks=[3], resumes=2) == 6
+    assert cli.run_sweep_resuming(args, SweepConfig(out=str(tmp_path)), resumes=2) == 6
     assert calls == [False, True, True] and published == [str(tmp_path)]
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("> **INCOMPLETE SWEEP**") and "class 1 / ours: never started" in report
     assert "class 1 / ours: never started" in capsys.readouterr().err
 
-    def stalled(args, grids, ks):
-        calls.append(args.resume)
+    def stalled(args, config):
+        calls.append(config.resume)
         raise SweepStalled("stopped waiting for resources (...)")
 
     calls.clear()
     monkeypatch.setattr(cli, "run_sweep_from_args", stalled)
-    assert cli.run_sweep_resuming(SimpleNamespace(out=str(tmp_path), resume=False), grids=["2x2"], ks=[3],
-                                  resumes=2) == 6
+    assert cli.run_sweep_resuming(SimpleNamespace(out=str(tmp_path)), SweepConfig(out=str(tmp_path)), resumes=2) == 6
     assert calls == [False]  # the missing resources would still be missing
 
 

@@ -3,7 +3,7 @@ several nodes, URIs and copies to the run's storage. No Ray is started here (dec
 
 import pytest
 
-from mtssad.distributed.cli import connection_plan
+from mtssad.distributed.session import connection_plan
 from mtssad.distributed.storage import (StorageError, check_storage_path, copy_to_storage, join_uri, mount_fstype,
                                         publish_dir, read_bytes, write_bytes)
 

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtssad.distributed.resources import plan_class_trials, plan_resources
+from mtssad.distributed.resources import class_trial_resources, ddp_trial_resources
 from mtssad.distributed.selection import select_by_validation, selection_set
-from mtssad.distributed.sweep_space import class_tasks, sweep_trials
+from mtssad.distributed.sweep_config import SweepConfig
+from mtssad.distributed.sweep_space import class_trials, sweep_trials
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 PARAMS = {k: v for k, v in TINY_RAY.items() if k not in ("grid", "k")} | {"epochs": 1, "min_steps": 0}
@@ -27,9 +28,9 @@ def test_sweep_trials_skip_invalid_grid_k_and_give_non_jigsaw_methods_one_trial(
     assert "(2*2)! = 24" in reasons[("2x2", 30)] and "too small" in reasons[("9x9", 3)]
 
 
-def test_class_tasks_put_each_class_and_methods_configs_in_one_trial_in_order():
+def test_class_trials_put_each_class_and_methods_configs_in_one_trial_in_order():
     specs, _ = sweep_trials([3, 1], ["ours", "geometric"], ["3x3", "2x2"], [2, 3], image_side=(32, 32))
-    tasks = class_tasks(specs)
+    tasks = class_trials(specs)
     assert [(t["normal_class"], t["method"]) for t in tasks] == [(3, "ours"), (3, "geometric"), (1, "ours"),
                                                                  (1, "geometric")]
     assert tasks[0]["configs"] == [{"grid": "3x3", "k": 2}, {"grid": "3x3", "k": 3}, {"grid": "2x2", "k": 2},
@@ -69,35 +70,35 @@ def test_selection_set_takes_more_anomalies_from_other_classes_training_images()
         selection_set(images, labels, 0, X_val[6:], y_val[6:])
 
 
-def test_plan_class_trials_ask_tune_for_what_the_trial_uses():
-    p = plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+def test_class_trial_resources_ask_tune_for_what_the_trial_uses():
+    p = class_trial_resources(num_workers=1, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert p["mode"] == "in_process" and p["trial_resources"] == {"CPU": 1.0}
     assert p["max_concurrent_trials"] is None  # Tune places trials by resources: 2 at once on 2 CPUs
-    g = plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=2, gpus_per_trial=0.25, driver_cpus=1.0,
+    g = class_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=2, gpus_per_trial=0.25, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0})
     assert g["trial_resources"] == {"CPU": 2.0, "GPU": 0.25}  # demand the autoscaler sees
     assert g["max_concurrent_trials"] is None and "no GPU" in g["note"]
-    d = plan_class_trials(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+    d = class_trial_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert d["mode"] == "ddp" and d["trial_resources"] == {"CPU": 1.0} and d["max_concurrent_trials"] == 1
     with pytest.raises(ValueError, match="whole number"):
-        plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1.5, driver_cpus=1.0,
+        class_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1.5, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0, "GPU": 2.0})
     with pytest.raises(ValueError, match="needs use_gpu"):
-        plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=0.5, driver_cpus=1.0,
+        class_trial_resources(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=0.5, driver_cpus=1.0,
                           driver_resources=None, max_concurrent_trials=None, cluster={"CPU": 8.0})
 
 
-def test_plan_resources_fit_ddp_drivers_and_workers_on_two_cpus():
-    p = plan_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+def test_ddp_trial_resources_fit_ddp_drivers_and_workers_on_two_cpus():
+    p = ddp_trial_resources(num_workers=2, use_gpu=False, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 2.0})
     assert p["resources_per_worker"] == {"CPU": 0.5} and p["max_concurrent_trials"] == 1  # 1 + 2 x 0.5 = 2
-    g = plan_resources(num_workers=2, use_gpu=True, cpus_per_trial=4, gpus_per_trial=1, driver_cpus=1.0,
+    g = ddp_trial_resources(num_workers=2, use_gpu=True, cpus_per_trial=4, gpus_per_trial=1, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 64.0, "GPU": 4.0})
     assert g["resources_per_worker"] == {"CPU": 2.0, "GPU": 0.5} and g["max_concurrent_trials"] == 4
     with pytest.raises(ValueError, match="no GPU right now.*--max-concurrent-trials"):  # autoscaling from 0 GPUs
-        plan_resources(num_workers=1, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+        ddp_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 8.0})
 
 
@@ -116,14 +117,15 @@ def test_class_trial_resumed_from_its_checkpoint_retrains_no_finished_config(dig
     """The trial body without Ray: 3 configs, interrupted after the 2nd report, restored from the saved
     checkpoint files: only the 3rd config is fitted; the test split is scored once, for the best config."""
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
 
     fits = []
     real_fit = MultiTaskDetector.fit
     monkeypatch.setattr(MultiTaskDetector, "fit", lambda self, X, **kw: fits.append(self.config.k) or
                         real_fit(self, X, **kw))
     task = {"normal_class": 2, "method": "ours", "configs": [{"grid": "2x2", "k": k} for k in (2, 3, 4)]}
-    s = SweepSettings(params=PARAMS)
+    s = TrialSettings(SweepConfig(params=PARAMS))
     saved = tmp_path / "ck"
 
     def report_then_stop(row, state):
@@ -168,9 +170,9 @@ def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outpu
     from mtssad.results import ResultsStore, run_name
 
     caplog.set_level(logging.INFO, logger="mtssad")
-    rows = run_sweep(digits16, classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30], params=PARAMS,
-                     storage_path=str(tmp_path / "ray"), name="sweep", out=str(tmp_path / "out"),
-                     crash_after_configs=1, trial_max_failures=1)
+    rows = run_sweep(digits16, SweepConfig(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30],
+                                           params=PARAMS, storage_path=str(tmp_path / "ray"), name="sweep",
+                                           out=str(tmp_path / "out"), crash_after_configs=1, trial_max_failures=1))
     assert len(rows) == 4
     for c in ("0", "1"):
         mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])
@@ -197,8 +199,9 @@ def test_sweep_of_class_trials_survives_a_trial_crash_and_writes_evaluates_outpu
     assert len(list((tmp_path / "out" / "plots").glob("roc_*.png"))) == 2
     assert len(list((tmp_path / "out" / "plots").glob("tasks_*.png"))) == 2
     with pytest.raises(ValueError, match=r"would mix two sweeps.*params\.epochs: 1 -> 2"):  # before Tune restores
-        run_sweep(digits16, classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30], params=PARAMS | {"epochs": 2},
-                  storage_path=str(tmp_path / "ray"), name="sweep", resume=True)
+        run_sweep(digits16, SweepConfig(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3, 30],
+                                        params=PARAMS | {"epochs": 2}, storage_path=str(tmp_path / "ray"), name="sweep",
+                                        resume=True))
 
 
 @pytest.mark.ray
@@ -214,7 +217,7 @@ def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits
     kw = dict(classes=[0, 1], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS,
               storage_path=str(tmp_path / "ray"), name="sweep", trial_max_failures=0)
     with pytest.raises(SweepIncomplete, match="2 of 4 configs") as e:
-        run_sweep(digits16, crash_after_configs=1, out=str(tmp_path / "out"), **kw)
+        run_sweep(digits16, SweepConfig(crash_after_configs=1, out=str(tmp_path / "out"), **kw))
     assert "class 0 / ours: TrialDrill: fault drill" in str(e.value) and "class 1 / ours" in str(e.value)
     partial = pd.read_parquet(tmp_path / "out" / "results.parquet")  # the finished configs, marked incomplete
     # Unselected: test is scored once a class trial has finished choosing, so an unfinished trial's rows carry no
@@ -222,9 +225,9 @@ def test_resumed_sweep_continues_each_class_at_its_next_config(ray_local, digits
     assert len(partial) == 2 and partial["sweep_incomplete"].all() and partial["selected"].sum() == 0
     assert sorted(partial["k"]) == [2, 2] and len(e.value.rows) == 2
     with pytest.raises(ValueError, match="resume=True"):
-        run_sweep(digits16, **kw)
+        run_sweep(digits16, SweepConfig(**kw))
     caplog.clear()
-    rows = run_sweep(digits16, resume=True, out=str(tmp_path / "out"), **kw)
+    rows = run_sweep(digits16, SweepConfig(resume=True, out=str(tmp_path / "out"), **kw))
     assert "resumed: 2 of 4 configs were done before" in caplog.text and "[4/4 configs]" in caplog.text
     assert len(rows) == 4
     final = pd.read_parquet(tmp_path / "out" / "results.parquet")  # the partial rows replaced, one choice a class
@@ -250,12 +253,14 @@ def test_progress_line_says_configs_done_class_elapsed_and_eta():
 
 
 def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_configs():
-    from mtssad.cli import build_parser, method_params
+    from mtssad.cli import build_parser
+    from mtssad.flags import method_params
     from mtssad.config import DetectorConfig
     from mtssad.data import default_min_steps
 
     args = build_parser().parse_args(["sweep"])
-    for dataset in ("digits", "glyphs"):  # the sweep trains with evaluate's budget: the data set's (digits 50, else 300)
+    for dataset in ("digits", "glyphs"):  # the sweep trains with evaluate's budget: the data set's (digits 50,
+        # else 300)
         sweep = method_params(build_parser().parse_args(["sweep", "--dataset", dataset]))["min_steps"]
         evaluate = method_params(build_parser().parse_args(["evaluate", "--dataset", dataset]))["min_steps"]
         assert sweep == evaluate == default_min_steps(dataset)
@@ -266,11 +271,12 @@ def test_sweep_cli_defaults_train_with_the_step_budget_and_offer_test_all_config
 
 
 def test_score_all_test_gives_every_config_a_test_row(digits16):
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
 
     task = {"normal_class": 0, "method": "ours", "configs": [{"grid": "2x2", "k": 2}, {"grid": "2x2", "k": 3}]}
-    state = run_class_configs(task, digits16, SweepSettings(params=PARAMS, score_all_test=True), TrialState(),
-                              device="cpu", trial_id="t", report=lambda row, st: None)
+    state = run_class_configs(task, digits16, TrialSettings(SweepConfig(params=PARAMS, score_all_test=True)),
+                              TrialState(), device="cpu", trial_id="t", report=lambda row, st: None)
     assert [r["test_scored"] for r in state.rows] == [True, True]
     assert all(0 <= r["auroc"] <= 1 and r["n_test"] == len(digits16.test_images) for r in state.rows)
 
@@ -281,8 +287,9 @@ def test_score_all_test_gives_every_config_a_test_row(digits16):
 def test_num_workers_two_trains_each_config_with_ddp_inside_the_class_trial(ray_local, digits16, tmp_path):
     from mtssad.distributed import run_sweep
 
-    rows = run_sweep(digits16, classes=[0], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS, num_workers=2,
-                     storage_path=str(tmp_path / "ray"), name="sweep", controller_failure_limit=0)
+    rows = run_sweep(digits16, SweepConfig(classes=[0], methods=["ours"], grids=["2x2"], ks=[2, 3], params=PARAMS,
+                                           num_workers=2, storage_path=str(tmp_path / "ray"), name="sweep",
+                                           controller_failure_limit=0))
     assert len(rows) == 2 and sum(r["selected"] for r in rows) == 1
     runs = sorted(p.name for p in (tmp_path / "ray" / "sweep-train").iterdir())  # one TorchTrainer run per config
     assert len(runs) == 2 and all(r.endswith(("k2", "k3")) for r in runs)
@@ -301,7 +308,8 @@ def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray
     trial finishes, and rank 0's test scores are the returned detector's own scores."""
     import mtssad.distributed.train as dtrain
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState, run_class_configs
+    from mtssad.distributed.sweep_trial import TrialSettings, run_class_configs
+    from mtssad.distributed.trial_state import TrialState
     from mtssad.protocols import one_vs_all_data
 
     fitted = []
@@ -314,8 +322,8 @@ def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray
 
     monkeypatch.setattr(MultiTaskDetector, "score_samples_and_tasks", no_scoring_here)
     task = {"normal_class": 1, "method": "ours", "configs": [{"grid": "2x2", "k": k} for k in (2, 3)]}
-    s = SweepSettings(params=PARAMS, mode="ddp", num_workers=2, train_storage=str(tmp_path / "ray"),
-                      controller_failure_limit=0, score_all_test=True)
+    s = TrialSettings(SweepConfig(params=PARAMS, controller_failure_limit=0, score_all_test=True), mode="ddp",
+                      num_workers=2, train_storage=str(tmp_path / "ray"))
     state = run_class_configs(task, digits16, s, TrialState(), device="cpu", trial_id="t0", report=lambda r, st: None)
     assert [r["scored_on"] for r in state.rows] == ["ddp rank 0"] * 2 and all(r["test_scored"] for r in state.rows)
     assert len(fitted) == 2 and all(set(f.scores) == {"selection", "test"} for f in fitted)
@@ -323,9 +331,10 @@ def test_ddp_class_trial_scores_selection_and_test_on_rank0_not_in_the_trial(ray
     from mtssad.distributed.selection import selection_set
     from mtssad.metrics import auroc
 
-    d = one_vs_all_data(digits16, 1, seed=s.seed, val_fraction=s.val_fraction)
-    _, y_sel = selection_set(digits16.train_images, digits16.train_labels, 1, d.X_val, d.y_val, seed=s.seed,
-                             ratio=s.val_anomaly_ratio, max_anomalies=s.val_max_anomalies)
+    c = s.config
+    d = one_vs_all_data(digits16, 1, seed=c.seed, val_fraction=c.val_fraction)
+    _, y_sel = selection_set(digits16.train_images, digits16.train_labels, 1, d.X_val, d.y_val, seed=c.seed,
+                             ratio=c.val_anomaly_ratio, max_anomalies=c.val_max_anomalies)
     for f, row in zip(fitted, state.rows):
         local = f.detector.score_samples_and_tasks(d.X_test)[0]
         np.testing.assert_allclose(f.scores["test"], local, rtol=1e-4, atol=1e-5)
@@ -339,26 +348,25 @@ def test_resume_with_other_data_or_settings_is_refused_naming_the_differences(di
     --epochs would mix two sweeps' rows silently, so the stored identity must match."""
     from mtssad.data import load_dataset
     from mtssad.distributed.sweep_identity import check_resume_identity, save_identity, sweep_identity
-    from mtssad.distributed.sweep_trial import SweepSettings
+    from mtssad.distributed.sweep_config import SweepConfig
 
     tasks = [{"normal_class": 0, "method": "ours", "configs": [{"grid": "2x2", "k": 3}]}]
-    ident = sweep_identity(digits16, tasks, SweepSettings(params=PARAMS), val_fraction=0.2)
+    ident = sweep_identity(digits16, tasks, SweepConfig(params=PARAMS))
     storage = str(tmp_path)
     assert check_resume_identity(storage, "sweep", ident) is False  # nothing stored: an older sweep
     save_identity(storage, "sweep", ident)
-    same = sweep_identity(digits16, tasks, SweepSettings(params=PARAMS | {"device": "cuda"}), val_fraction=0.2)
+    same = sweep_identity(digits16, tasks, SweepConfig(params=PARAMS | {"device": "cuda"}))
     assert check_resume_identity(storage, "sweep", same) is True  # where it runs may change
     other_data = load_dataset("digits", side=16, max_train=200, max_test=120)
-    changed = sweep_identity(other_data, tasks, SweepSettings(params=PARAMS | {"epochs": 5}), val_fraction=0.2)
+    changed = sweep_identity(other_data, tasks, SweepConfig(params=PARAMS | {"epochs": 5}))
     with pytest.raises(ValueError, match=r"would mix two sweeps.*data.max_train: 300 -> 200.*params.epochs: 1 -> 5"):
         check_resume_identity(storage, "sweep", changed)
     reordered = [{"normal_class": 1, "method": "ours", "configs": [{"grid": "3x3", "k": 3}, {"grid": "2x2", "k": 3}]},
                  *tasks]
-    save_identity(storage, "two", sweep_identity(digits16, reordered, SweepSettings(params=PARAMS), val_fraction=0.2))
+    save_identity(storage, "two", sweep_identity(digits16, reordered, SweepConfig(params=PARAMS)))
     reordered[0]["configs"].reverse()  # --grid-search 2x2 3x3 instead of 3x3 2x2: the same sweep
-    assert check_resume_identity(storage, "two", sweep_identity(digits16, reordered[::-1], SweepSettings(params=PARAMS),
-                                                                val_fraction=0.2))
+    assert check_resume_identity(storage, "two",
+                                 sweep_identity(digits16, reordered[::-1], SweepConfig(params=PARAMS)))
     reordered[0]["configs"][1]["k"] = 6  # a different config deep in a list is named, not cut off
     with pytest.raises(ValueError, match=r"tasks\.1\.configs\.1\.k: 3 -> 6"):
-        check_resume_identity(storage, "two", sweep_identity(digits16, reordered, SweepSettings(params=PARAMS),
-                                                             val_fraction=0.2))
+        check_resume_identity(storage, "two", sweep_identity(digits16, reordered, SweepConfig(params=PARAMS)))

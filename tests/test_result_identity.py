@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mtssad.cli import build_parser, load_from_args, main
+from mtssad.cli import build_parser, main
+from mtssad.flags import load_from_args
 from mtssad.protocols import data_identity
 from mtssad.results import ResultsFileError, ResultsStore, row_key, run_name
 
@@ -201,7 +202,8 @@ def test_reader_reads_one_file_even_when_it_is_replaced_mid_read(tmp_path, monke
     store = ResultsStore(tmp_path)
     store.append([dict(dataset="d", normal_class="0", method="m", config="{}", seed=0, data="{}", auroc=0.5)])
     other = ResultsStore(tmp_path / "other")
-    other.append([dict(dataset="d", normal_class=str(i), method="m", config="{}", seed=0, data="{}") for i in range(50)])
+    other.append([dict(dataset="d", normal_class=str(i), method="m", config="{}", seed=0, data="{}")
+                  for i in range(50)])
     real_open = open
 
     def open_then_replace(path, *a, **k):
@@ -277,7 +279,8 @@ def test_huge_grid_fails_fast_naming_the_side(tmp_path, capsys):
     assert main(["evaluate", "--grid", "3000", "3000", "--out", str(tmp_path / "o")]) == 2
     assert time.perf_counter() - t0 < 20
     err = capsys.readouterr().err
-    assert "--grid 3000 3000 does not fit --side 32: images of 32x32 px are too small for a 3000x3000 jigsaw grid" in err
+    assert ("--grid 3000 3000 does not fit --side 32: images of 32x32 px are too small for a 3000x3000 jigsaw "
+            "grid") in err
     assert not (tmp_path / "o").exists()  # refused before the output folder or the data
 
 
@@ -285,8 +288,9 @@ def test_bad_flag_combinations_are_refused_before_anything_runs(tmp_path, capsys
     cases = [
         (["--epochs", "0"], "--epochs must be >= 1: with 0 epochs the network is never trained and its scores would "
                             "be stored as a result; got 0"),
-        (["--methods", "jigsaw", "--tasks", "rotation"], "--tasks chooses the heads of --methods ours only; jigsaw "
-                                                          "train(s) fixed heads: drop --tasks, or run jigsaw in a separate command"),
+        (["--methods", "jigsaw", "--tasks", "rotation"],
+         "--tasks chooses the heads of --methods ours only; jigsaw train(s) fixed heads: drop --tasks, or run jigsaw "
+         "in a separate command"),
         (["--tasks", "color"], "unknown task 'color'"),
     ]
     for flags, message in cases:

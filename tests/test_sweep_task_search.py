@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from mtssad.distributed.sweep_config import SweepConfig
 from mtssad.distributed.selection import mark_jigsaw_kept, select_by_validation, tasks_chosen_on_validation
-from mtssad.distributed.sweep_space import class_tasks, config_label, sweep_trials
+from mtssad.distributed.sweep_space import class_trials, config_label, sweep_trials
 from ray_fixtures import TINY_RAY, ray_local  # noqa: F401
 
 PARAMS = {k: v for k, v in TINY_RAY.items() if k not in ("grid", "k")} | {"epochs": 1, "min_steps": 0}
@@ -23,7 +24,7 @@ def digits16():
 def test_task_search_adds_the_geometric_heads_alone_to_ours_trials_only():
     specs, _ = sweep_trials([3, 1], ["ours", "geometric", "jigsaw", "ocsvm"], ["2x2"], [2, 3], image_side=(16, 16),
                             margin=1, task_search=True)
-    tasks = {(t["normal_class"], t["method"]): t["configs"] for t in class_tasks(specs)}
+    tasks = {(t["normal_class"], t["method"]): t["configs"] for t in class_trials(specs)}
     assert tasks[(3, "ours")] == [{"grid": "2x2", "k": 2}, {"grid": "2x2", "k": 3},
                                   {"grid": None, "k": None, "tasks": GEO}]  # last: ties keep the jigsaw configs
     assert tasks[(1, "ours")][-1] == {"grid": None, "k": None, "tasks": GEO}
@@ -48,8 +49,10 @@ def _row(c, grid, heads, val, seed=0):
 
 
 def test_selection_keeps_the_geometric_config_when_its_validation_auroc_is_higher_and_says_so():
-    rows = [_row("a", "2x2", GEO + ["jigsaw"], 0.80), _row("a", "3x3", GEO + ["jigsaw"], 0.82), _row("a", None, GEO, 0.90),
-            _row("b", "2x2", GEO + ["jigsaw"], 0.95), _row("b", "3x3", GEO + ["jigsaw"], 0.93), _row("b", None, GEO, 0.90),
+    rows = [_row("a", "2x2", GEO + ["jigsaw"], 0.80), _row("a", "3x3", GEO + ["jigsaw"], 0.82),
+            _row("a", None, GEO, 0.90),
+            _row("b", "2x2", GEO + ["jigsaw"], 0.95), _row("b", "3x3", GEO + ["jigsaw"], 0.93),
+            _row("b", None, GEO, 0.90),
             _row("c", "2x2", GEO + ["jigsaw"], 0.90), _row("c", None, GEO, 0.90 + 1e-12)]  # a tie keeps jigsaw
     out = mark_jigsaw_kept(select_by_validation(rows))
     sel = {r["normal_class"]: r for r in out if r["selected"]}
@@ -85,11 +88,12 @@ def _trial(task, ds, settings, state, report=lambda row, st: None):
 
 
 def test_a_task_search_trial_records_the_heads_of_each_config(digits16):
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState
+    from mtssad.distributed.sweep_trial import TrialSettings
+    from mtssad.distributed.trial_state import TrialState
 
     task = {"normal_class": 4, "method": "ours", "configs": [{"grid": "2x2", "k": 3},
                                                              {"grid": None, "k": None, "tasks": GEO}]}
-    state = _trial(task, digits16, SweepSettings(params=PARAMS), TrialState())
+    state = _trial(task, digits16, TrialSettings(SweepConfig(params=PARAMS)), TrialState())
     jig, geo = state.rows
     assert jig["heads"] == "vertical,horizontal,rotation,jigsaw" and "task_config" not in jig
     assert geo["heads"] == "vertical,horizontal,rotation" and geo["task_config"] == "vertical,horizontal,rotation"
@@ -109,7 +113,8 @@ def test_test_split_is_scored_once_and_a_restarted_trial_scores_the_best_from_it
     config was trained before the crash: its test row must come from the checkpointed weights, with no
     refit, and equal the test row of an uninterrupted --test-all-configs trial."""
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialDrill, TrialState
+    from mtssad.distributed.sweep_trial import TrialSettings, TrialDrill
+    from mtssad.distributed.trial_state import TrialState
 
     fits = []
     real_fit = MultiTaskDetector.fit
@@ -117,7 +122,7 @@ def test_test_split_is_scored_once_and_a_restarted_trial_scores_the_best_from_it
                         real_fit(self, X, **kw))
     configs = [{"grid": "2x2", "k": 3}, {"grid": None, "k": None, "tasks": GEO}]
     ref = _trial({"normal_class": 1, "method": "ours", "configs": configs}, digits16,
-                 SweepSettings(params=PARAMS, score_all_test=True), TrialState())
+                 TrialSettings(SweepConfig(params=PARAMS, score_all_test=True)), TrialState())
     assert [r["test_scored_from"] for r in ref.rows] == ["each config"] * 2
     ref_by_heads = {r["heads"]: r for r in ref.rows}
     assert ref_by_heads["vertical,horizontal,rotation"]["val_auroc"] != ref_by_heads[
@@ -129,12 +134,12 @@ def test_test_split_is_scored_once_and_a_restarted_trial_scores_the_best_from_it
         saved.mkdir()
         fits.clear()
         with pytest.raises(TrialDrill):
-            _trial(task, digits16, SweepSettings(params=PARAMS, crash_after_configs=1), TrialState(),
+            _trial(task, digits16, TrialSettings(SweepConfig(params=PARAMS, crash_after_configs=1)), TrialState(),
                    report=lambda row, st: st.save(str(saved)))
         state = TrialState.load(str(saved))
         assert len(state.rows) == 1 and state.best_detector is not None and state.best_model is None
         reports = []
-        state = _trial(task, digits16, SweepSettings(params=PARAMS, crash_after_configs=1), state,
+        state = _trial(task, digits16, TrialSettings(SweepConfig(params=PARAMS, crash_after_configs=1)), state,
                        report=lambda row, st: reports.append(row))
         assert len(fits) == 2 and len(reports) == 1  # each config fitted once over both starts
         assert [r["trial_start"] for r in state.rows] == [0, 1]
@@ -154,7 +159,8 @@ def test_test_split_is_scored_once_and_a_restarted_trial_scores_the_best_from_it
 def test_a_trial_restored_with_every_config_done_but_no_test_row_scores_it_without_training(digits16, tmp_path,
                                                                                           monkeypatch):
     from mtssad.detector import MultiTaskDetector
-    from mtssad.distributed.sweep_trial import SweepSettings, TrialState
+    from mtssad.distributed.sweep_trial import TrialSettings
+    from mtssad.distributed.trial_state import TrialState
 
     task = {"normal_class": 2, "method": "ours", "configs": [{"grid": "2x2", "k": 3}]}
     saved = tmp_path / "ck"
@@ -163,13 +169,14 @@ def test_a_trial_restored_with_every_config_done_but_no_test_row_scores_it_witho
 
     def save_before_test(row, st):  # the checkpoint as it was before the test pass (a crash in between)
         row_copy = {k: v for k, v in row.items() if k not in ("auroc", "test_scored_from")} | {"test_scored": False}
-        TrialState([row_copy], st.starts, st.fits, st.best_name, None, st.best_history, st.best_detector).save(str(saved))
+        TrialState([row_copy], st.starts, st.fits, st.best_name, None, st.best_history,
+                   st.best_detector).save(str(saved))
         states.append(row)
 
-    done = _trial(task, digits16, SweepSettings(params=PARAMS), TrialState(), report=save_before_test)
+    done = _trial(task, digits16, TrialSettings(SweepConfig(params=PARAMS)), TrialState(), report=save_before_test)
     monkeypatch.setattr(MultiTaskDetector, "fit", lambda *a, **kw: pytest.fail("a finished config was retrained"))
     reports = []
-    state = _trial(task, digits16, SweepSettings(params=PARAMS), TrialState.load(str(saved)),
+    state = _trial(task, digits16, TrialSettings(SweepConfig(params=PARAMS)), TrialState.load(str(saved)),
                    report=lambda row, st: reports.append(row))
     r = state.rows[0]
     assert r["test_scored"] and r["test_scored_from"] == "checkpoint" and len(reports) == 1
@@ -186,9 +193,9 @@ def test_a_task_search_sweep_through_tune_restores_and_reports_the_choice(ray_lo
     from mtssad.report import render_report
     from mtssad.results import ResultsStore, run_name
 
-    rows = run_sweep(digits16, classes=[0, 3], methods=["ours"], grids=["2x2"], ks=[3], params=PARAMS,
-                     storage_path=str(tmp_path / "ray"), name="sweep", out=str(tmp_path / "out"),
-                     crash_after_configs=1, trial_max_failures=1, task_search=True)
+    rows = run_sweep(digits16, SweepConfig(classes=[0, 3], methods=["ours"], grids=["2x2"], ks=[3], params=PARAMS,
+                                           storage_path=str(tmp_path / "ray"), name="sweep", out=str(tmp_path / "out"),
+                                           crash_after_configs=1, trial_max_failures=1, task_search=True))
     assert len(rows) == 4
     for c in ("0", "3"):
         mine = sorted((r for r in rows if r["normal_class"] == c), key=lambda r: r["fit_index"])

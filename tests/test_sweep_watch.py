@@ -22,9 +22,12 @@ def test_running_line_shows_each_running_configs_steps_and_drops_stale_ones():
     from mtssad.distributed.progress import running_line
 
     snap = {"now": 700.0, "entries": {
-        "a": {"what": "class 3 / ours 2x2 k=3", "config_i": 1, "configs": 2, "steps_done": 120, "steps_planned": 300, "t": 690.0},
-        "b": {"what": "class 4 / ours 2x2 k=3", "config_i": 2, "configs": 2, "steps_done": 0, "steps_planned": 0, "t": 699.0},
-        "c": {"what": "class 5 / ours 2x2 k=3", "config_i": 2, "configs": 2, "steps_done": 300, "steps_planned": 300, "t": 10.0}}}
+        "a": {"what": "class 3 / ours 2x2 k=3", "config_i": 1, "configs": 2, "steps_done": 120, "steps_planned": 300,
+              "t": 690.0},
+        "b": {"what": "class 4 / ours 2x2 k=3", "config_i": 2, "configs": 2, "steps_done": 0, "steps_planned": 0,
+              "t": 699.0},
+        "c": {"what": "class 5 / ours 2x2 k=3", "config_i": 2, "configs": 2, "steps_done": 300, "steps_planned": 300,
+              "t": 10.0}}}
     line = running_line(snap, elapsed=45.0)
     assert line == ("[running] class 3 / ours 2x2 k=3 (config 1/2): 120/300 steps; "
                     "class 4 / ours 2x2 k=3 (config 2/2): starting | elapsed 0:45")
@@ -36,7 +39,8 @@ def test_waiting_line_says_what_is_asked_offered_launching_and_the_autoscalers_e
 
     line = waiting_line(3, [{"CPU": 1.0, "GPU": 1.0}] * 3, {"CPU": 8.0, "TRAIN_DRIVER": 16.0, "node:1.2.3.4": 1.0},
                         {"launching": {"gpu_worker": 2}, "pending_nodes": 0, "failed_nodes": ["gpu_worker"],
-                         "error": "VcpuLimitExceeded: You have requested more vCPU capacity than your current vCPU limit of 0"},
+                         "error": "VcpuLimitExceeded: You have requested more vCPU capacity than your current "
+                                  "vCPU limit of 0"},
                         waited=125.0, timeout=1800.0)
     assert '3 class trial(s) ask for {"CPU": 1.0, "GPU": 1.0}' in line and "free now: CPU 8, TRAIN_DRIVER 16" in line
     assert "launching 2 x gpu_worker" in line and "failed launches: gpu_worker" in line
@@ -54,7 +58,8 @@ def test_an_interrupted_sweep_names_the_trials_that_never_started(tmp_path):
     with pytest.raises(SweepIncomplete) as e:
         collect_rows(started, tasks, ds, n_specs=6, out=str(tmp_path / "out"))
     msg = str(e.value)
-    assert "6 of 6 configs did not finish" in msg and "class zero / ours: RuntimeError: node died (0/2 configs done)" in msg
+    assert "6 of 6 configs did not finish" in msg
+    assert "class zero / ours: RuntimeError: node died (0/2 configs done)" in msg
     assert "class one / ours: never started (0/2 configs done)" in msg and "class two / ours: never started" in msg
     assert "None" not in msg and e.value.rows == []
 
@@ -81,19 +86,19 @@ def test_a_trial_given_a_gpu_it_cannot_use_fails_at_once_naming_node_and_fix(mon
 def test_recipes_that_would_never_schedule_or_starve_are_refused_or_avoided():
     import numpy as np
 
-    from mtssad.distributed.resources import plan_class_trials, plan_resources
+    from mtssad.distributed.resources import class_trial_resources, ddp_trial_resources
     from mtssad.distributed.tune import sweep_workers
 
     with pytest.raises(ValueError, match="--driver-resource TRAIN_DRIVER with in-process GPU class trials"):
-        plan_class_trials(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1, driver_cpus=1.0,
+        class_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1, driver_cpus=1.0,
                           driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
-    ok = plan_class_trials(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=None, driver_cpus=1.0,
+    ok = class_trial_resources(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=None, driver_cpus=1.0,
                            driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
     assert ok["trial_resources"] == {"CPU": 1.0, "TRAIN_DRIVER": 1}  # CPU trials on the head: schedulable
     with pytest.raises(ValueError, match="--max-concurrent-trials"):  # DDP on a 0-GPU head: would run 1 at a time
-        plan_resources(num_workers=2, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+        ddp_trial_resources(num_workers=2, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                        max_concurrent_trials=None, cluster={"CPU": 8.0})
-    assert plan_resources(num_workers=2, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
+    assert ddp_trial_resources(num_workers=2, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
                           max_concurrent_trials=8, cluster={"CPU": 8.0})["max_concurrent_trials"] == 8
     cifar = np.repeat(np.arange(10), 5000)  # the one-vs-all recipe: 4,000 fit images a class
     assert sweep_workers(None, cifar, [3], 0.2) == 2  # CPU cluster: DDP from DDP_MIN_FIT_IMAGES, as before
@@ -137,13 +142,15 @@ def test_a_sweep_waiting_for_a_gpu_nobody_offers_says_so_and_stops(ray_local, tm
     missing while it waits, then stops with SweepStalled (exit 6 from the commands)."""
     from mtssad.data import load_dataset
     from mtssad.distributed.tune import SweepStalled, run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = load_dataset("digits", side=16, max_train=300, max_test=60)
     caplog.set_level(logging.INFO, logger="mtssad")
     t0 = time.monotonic()
     with pytest.raises(SweepStalled) as e:
-        run_sweep(ds, classes=[0], grids=["2x2"], ks=[3], params=PARAMS, use_gpu=True, storage_path=str(tmp_path / "ray"),
-                  name="stall", out=str(tmp_path / "out"), stall_timeout_s=8.0)
+        run_sweep(ds, SweepConfig(classes=[0], grids=["2x2"], ks=[3], params=PARAMS, use_gpu=True,
+                                  storage_path=str(tmp_path / "ray"), name="stall", out=str(tmp_path / "out"),
+                                  stall_timeout_s=8.0))
     assert time.monotonic() - t0 < 180
     msg = str(e.value)
     assert "stopped waiting for resources" in msg and '"GPU": 1.0' in msg and "--stall-timeout" in msg
@@ -158,11 +165,12 @@ def test_a_sweep_shows_its_running_configs_within_its_first_minute(ray_local, tm
     from mtssad.data import load_dataset
     from mtssad.detector import MultiTaskDetector
     from mtssad.distributed.tune import run_sweep
+    from mtssad.distributed.sweep_config import SweepConfig
 
     ds = load_dataset("digits", side=16, max_train=300, max_test=60)
     caplog.set_level(logging.INFO, logger="mtssad")
-    rows = run_sweep(ds, classes=[0], grids=["2x2"], ks=[3], params=dict(PARAMS, epochs=120),
-                     storage_path=str(tmp_path / "ray"), name="live", progress_every_s=2.0)
+    rows = run_sweep(ds, SweepConfig(classes=[0], grids=["2x2"], ks=[3], params=dict(PARAMS, epochs=120),
+                                     storage_path=str(tmp_path / "ray"), name="live", progress_every_s=2.0))
     # 240 steps, ~10 s on a quiet 2-CPU machine (30 epochs took 5 s there: too short for the 2 s watch ticks)
     assert rows[0]["train_seconds"] > 6, "the config trained too briefly to be seen running"
     lines = [ln for ln in caplog.text.splitlines() if "[running] class 0 / ours 2x2 k=3 (config 1/1): " in ln]

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from conftest import TINY, make_images
 from mtssad import DetectorConfig, MultiTaskDetector
 from mtssad.stopping import EarlyStopping, held_out_metrics
-from mtssad.train import amp_dtype, batch_order, fit_epochs, make_optimizer, make_scheduler, plan_loss, planned_epochs, \
-    seed_everything, to_model_input
+from mtssad.train import (amp_dtype, batch_order, fit_epochs, make_optimizer, make_scheduler, plan_loss, planned_epochs,
+                          seed_everything, to_model_input)
 
 
 def _reference_plan_loss(logits, plan, n_images):
@@ -167,7 +167,8 @@ def test_amp_uses_bfloat16_where_supported_and_float16_only_on_request_or_withou
 
 
 def test_the_data_sets_training_budget_is_the_command_lines_default():
-    from mtssad.cli import build_parser, method_params
+    from mtssad.cli import build_parser
+    from mtssad.flags import method_params
     from mtssad.data import default_min_steps
 
     assert default_min_steps("digits") == 50 and default_min_steps("glyphs") == DetectorConfig().min_steps == 300

@@ -1,28 +1,33 @@
-"""`mtssad sweep` and the `ray_jobs/` scripts: their Ray flags, connecting to Ray, running the sweep.
+"""`mtssad sweep` and the `ray_jobs/` scripts: their sweep and Ray flags, the SweepConfig built from them, the run.
 
-Argument parsing imports no Ray, so `mtssad --help` stays fast; Ray is imported
-when the sweep runs. Like `ray.init()`, a command joins the running cluster
-(--ray-address, else $RAY_ADDRESS, else a `ray start` cluster on this machine) and
-starts a private local Ray only with --local or when there is none (and says so).
+Argument parsing imports no Ray, so `mtssad --help` stays fast; Ray is imported when the sweep runs
+(`session.ray_session`: like `ray.init()`, a command joins the running cluster and starts a private
+local Ray only with --local or when there is none). The shared data/method/output flags are
+`mtssad.flags`'; this module never imports the `mtssad` command line above it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
+from dataclasses import replace
+
+from .session import ray_session
+from .sweep_config import SweepConfig, grid_label, parse_grid  # pure Python: parsing stays free of torch and Ray
 
 log = logging.getLogger(__name__)
 
 
-def _grid_text(text: str) -> str:
-    import re
+def _grid_flag(text: str) -> tuple[int, int]:
+    """--grid-search's '3x3', parsed once, here: the sweep holds (3, 3) from now on."""
+    from ..errors import UsageError
 
-    if not re.fullmatch(r"\d+x\d+", text.strip().lower()):
-        raise argparse.ArgumentTypeError(f"expected a grid like 3x3; got {text!r}")
-    return text.strip().lower()
+    try:
+        return parse_grid(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(f"expected a grid like 3x3; got {text!r}") from None
 
 
 def add_ray_args(p: argparse.ArgumentParser) -> None:
@@ -30,8 +35,8 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray Train")
     g.add_argument("--num-workers", type=int, default=None,
                    help="Ray Train DDP workers per config; 1 = train in the class trial's own process (default: by "
-                        "the fit-set size: 2 DDP workers from 2,000 fit images, mtssad.distributed.train.DDP_MIN_FIT_IMAGES, "
-                        "else 1)")
+                        "the fit-set size: 2 DDP workers from 2,000 fit images, "
+                        "mtssad.distributed.train.DDP_MIN_FIT_IMAGES, else 1)")
     g.add_argument("--use-gpu", action="store_true", help="train on GPUs (nccl); default CPU (gloo)")
     g.add_argument("--cpus-per-trial", type=float, default=None,
                    help="CPUs a class trial asks Tune for and trains with (default: 1); with --num-workers >= 2, the "
@@ -45,21 +50,25 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage-path", default=os.environ.get("STORAGE_PATH"),
                    help="checkpoints and the Tune experiment: local dir, NFS or s3:// URI; shared storage on "
                         "multi-node clusters (default: $STORAGE_PATH, else OUTDIR/ray)")
-    g.add_argument("--max-failures", type=int, default=2,
+    from .watch import STALL_TIMEOUT_S
+
+    g.add_argument("--max-failures", type=int, default=SweepConfig.max_failures,
                    help="DDP worker-group restarts per training run (--num-workers 2+; default: %(default)s)")
     g.add_argument("--max-retries", type=int, default=3,
                    help="restarts of a failed class trial (a preempted spot node, a crash), each on any node from its "
-                        "last finished config (Tune's FailureConfig; default: %(default)s)")
+                        "last finished config (Tune's FailureConfig; default: %(default)s, for spot nodes; "
+                        f"SweepConfig's, for Python callers, is {SweepConfig.trial_max_failures})")
     g.add_argument("--allow-cpu-fallback", action="store_true",
-                   help="a class trial given a GPU its node cannot use trains on the CPU (warning) instead of failing at "
-                        "once (simulated clusters with fake GPUs; on AWS it means GPU hours at CPU speed)")
-    g.add_argument("--stall-timeout", type=float, default=30.0,
+                   help="a class trial given a GPU its node cannot use trains on the CPU (warning) instead of "
+                        "failing at once (simulated clusters with fake GPUs; on AWS it means GPU hours at CPU speed)")
+    g.add_argument("--stall-timeout", type=float, default=STALL_TIMEOUT_S / 60,
                    help="minutes the class trials may all wait for resources no node offers (no GPU node starting, a "
                         "spot quota of 0, ...) before the sweep stops with exit 6 (default: %(default)s)")
     g.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                    help="cluster to join (default: $RAY_ADDRESS, else a cluster `ray start`ed on this machine, else a "
                         "local Ray is started)")
-    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray when one is started (default: all)")
+    g.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray when one is started (default: all)")
     g.add_argument("--driver-resource", default=None,
                    help="custom resource every trial driver takes 1 of (e.g. TRAIN_DRIVER, declared on safe nodes in "
                         "cluster.yaml); also caps trials resumed by --resume, which Tune starts all at once")
@@ -72,7 +81,8 @@ def add_auto_resume_arg(p: argparse.ArgumentParser) -> None:
     """The jobs' --auto-resume: how many times an incomplete sweep is resumed by the job itself."""
     p.add_argument("--auto-resume", type=int, default=2,
                    help="resume an incomplete sweep by itself up to this many times (after its trials ran out of "
-                        "--max-retries, e.g. several spot preemptions), then publish what finished (default: %(default)s)")
+                        "--max-retries, e.g. several spot preemptions), then publish what finished "
+                        "(default: %(default)s)")
 
 
 def finish_ray_args(args):
@@ -88,11 +98,15 @@ def finish_ray_args(args):
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sweep (Ray Tune + Ray Train)")
-    g.add_argument("--grid-search", nargs="+", type=_grid_text, default=["3x3"],
-                   help="jigsaw grids to try per class (default: 3x3, the paper's best; with the task search that is "
-                        "two configs a class: 3x3 and the geometric heads alone)")
-    g.add_argument("--k-search", nargs="+", type=int, default=[3], help="jigsaw permutation counts to try (default: 3)")
-    g.add_argument("--experiment-name", default="sweep", help="fixed Tune experiment name; reuse it with --resume (default: %(default)s)")
+    grids, ks = SweepConfig.grids, SweepConfig.ks  # the sweep's defaults: DetectorConfig's grid and k
+    g.add_argument("--grid-search", nargs="+", type=_grid_flag, default=list(grids),
+                   help=f"jigsaw grids to try per class (default: {' '.join(map(grid_label, grids))}, "
+                        "DetectorConfig's, the paper's best; with the task search that is two configs a class: it "
+                        "and the geometric heads alone)")
+    g.add_argument("--k-search", nargs="+", type=int, default=list(ks),
+                   help=f"jigsaw permutation counts to try (default: {' '.join(map(str, ks))}, DetectorConfig's k)")
+    g.add_argument("--experiment-name", default=SweepConfig.name,
+                   help="fixed Tune experiment name; reuse it with --resume (default: %(default)s)")
     g.add_argument("--resume", action="store_true",
                    help="restore an interrupted sweep: finished configs are not retrained")
     g.add_argument("--test-all-configs", action="store_true",
@@ -102,81 +116,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                    help="search the task set too: per class, `ours` also trains its geometric heads alone (no jigsaw), "
                         "and validation chooses between them and the (grid, k) configs; the selected row's jigsaw_kept "
                         "says which won (default: on; --no-task-search: grid and k only)")
-    add_ray_args(p)  # the step budget (--min-steps: the data set's) is evaluate's: a sweep trains each config as evaluate does
-
-
-def connection_plan(address: str | None = None, *, local: bool = False, env=None,
-                    running_cluster: str | None = None) -> tuple[str, str]:
-    """How `ray_session` connects, as ("join", address) or ("local", why); `ray.init()` semantics.
-
-    local=True: a private local Ray (asked for). Else an address (argument, then $RAY_ADDRESS, which
-    `ray job submit` sets) is joined; else a cluster started on this machine with `ray start`
-    (`running_cluster`: its address, read from Ray's temp dir when not given); else, with nothing to
-    join, a local Ray is started, and the reason is returned so it can be logged.
-    """
-    env = os.environ if env is None else env
-    if local:
-        return "local", "asked for (--local)"
-    address = address or env.get("RAY_ADDRESS") or None
-    if address:  # also "auto": asked to join whatever runs (ray.init says so if nothing does)
-        return "join", address
-    if running_cluster is None:
-        running_cluster = _running_cluster_address()
-    if running_cluster:
-        return "join", "auto"
-    return "local", "no Ray cluster to join (no --ray-address, RAY_ADDRESS unset, no `ray start` on this machine)"
-
-
-def _running_cluster_address() -> str | None:
-    """The address a `ray start` on this machine left in Ray's temp dir, if any (what ray.init() joins)."""
-    try:
-        from ray._private.services import find_bootstrap_address  # private; what ray.init(address=None) reads
-
-        return find_bootstrap_address(None)
-    except Exception:  # an older/newer Ray without it: ray.init() decides then
-        return None
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None, *, local: bool = False, num_cpus: int | None = None,
-                log_to_driver: bool = True, storage_path: str | None = None):
-    """Connect to Ray for the duration of a command; shut down only a Ray this call started.
-
-    Joins the running cluster by default (`connection_plan`: address, $RAY_ADDRESS, a `ray start`
-    cluster on this machine); starts a private local Ray (loopback, no dashboard, `num_cpus`) only
-    when local=True or there is nothing to join, and logs that it did (a warning when not asked for).
-    log_to_driver=False keeps workers' output in Ray's session logs (<session dir>/logs), off this console.
-    storage_path: refused (StorageError) when it is a head-local path on several alive nodes.
-    Yields the `ray` module; `ray_session.log_dir` then holds the session's log directory.
-    """
-    import ray
-
-    from .raylog import session_log_dir
-    from .storage import check_storage_path
-
-    if ray.is_initialized():  # e.g. a test's Ray, or a caller that connected already
-        ray_session.log_dir = session_log_dir()
-        if storage_path is not None:
-            check_storage_path(storage_path)
-        yield ray
-        return
-    how, what = connection_plan(address, local=local)
-    if how == "local":  # a warning when not asked for: on a cluster's head it means the cluster is not used
-        (log.info if local else log.warning)("starting a local Ray (%s CPUs): %s", num_cpus or "all", what)
-        ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
-    else:
-        log.info("joining the Ray cluster at %s", what)
-        ctx = ray.init(address=what, log_to_driver=log_to_driver)
-    ray_session.log_dir = session_log_dir(ctx)
-    try:
-        if storage_path is not None:
-            check_storage_path(storage_path)
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-ray_session.log_dir = None
+    # the step budget (--min-steps: the data set's) is evaluate's: a sweep trains each config as evaluate does
+    add_ray_args(p)
 
 
 def storage_of(args) -> str:
@@ -206,53 +147,52 @@ def publish_results(args, name: str | None = None) -> str | None:
     return dest
 
 
-def run_sweep_from_args(args, *, grids, ks) -> list[dict]:
-    """Load the data set once, check the whole sweep, run (or resume) it, append rows to args.out; return the rows.
+def sweep_config_from_args(args, *, grids=None, ks=None) -> SweepConfig:
+    """The SweepConfig of `mtssad sweep`'s flags or a job's arguments (grids, ks: a job's own, e.g. one_vs_all's
+    --grid and --k); checked once, by SweepConfig, before any data is loaded."""
+    from ..flags import check_tasks_flag, log_level_of, method_params
+
+    check_tasks_flag(args)
+    driver = getattr(args, "driver_resource", None)
+    return SweepConfig(
+        classes=args.classes or None, methods=args.methods,
+        grids=args.grid_search if grids is None else grids, ks=args.k_search if ks is None else ks,
+        task_search=getattr(args, "task_search", True), params=method_params(args), seed=args.seed,
+        val_fraction=args.val_fraction, score_all_test=getattr(args, "test_all_configs", False),
+        num_workers=args.num_workers, use_gpu=args.use_gpu, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, driver_resources={driver: 1} if driver else None,
+        max_concurrent_trials=args.max_concurrent_trials, storage_path=storage_of(args),
+        name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False), out=args.out,
+        max_failures=args.max_failures, trial_max_failures=args.max_retries, cpu_fallback=args.allow_cpu_fallback,
+        stall_timeout_s=60.0 * args.stall_timeout, verbose=1 if log_level_of(args) == "DEBUG" else 0)
+
+
+def run_sweep_from_args(args, config: SweepConfig) -> list[dict]:
+    """Load the data set once, check the whole sweep, run (or resume) it, append rows to config.out; return them.
 
     Everything is validated before Ray starts (`preflight.check_sweep`). Ray's own console output goes to
     OUTDIR/sweep.log and Ray's session logs unless the log level is DEBUG (-v).
     """
-    from ..cli import check_tasks_flag, load_from_args, log_level_of, method_params
-    from ..data import resolve_classes
+    from ..flags import load_from_args
     from .preflight import check_sweep
     from .raylog import ray_console
     from .tune import classes_summary, run_sweep
 
-    if not 0 < args.val_fraction < 1:
-        raise ValueError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
-    check_tasks_flag(args)
-    params = method_params(args)
-    params["progress"] = False  # trials train in Ray workers: no bars there
-    args.grid_search, args.k_search = list(grids), list(ks)
     ds = load_from_args(args)
-    classes = resolve_classes(ds, args.classes)
-    storage = storage_of(args)
-    check_sweep(args, ds, classes, params=params, storage=storage)
+    check_sweep(args, ds, config)
     log.info(f"{ds.name}: {len(ds.train_images)} train / {len(ds.test_images)} test images of "
-             f"{tuple(ds.train_images.shape[1:])}; results -> {args.out}")
-    verbose = log_level_of(args) == "DEBUG"  # -v: Ray's own output on the console too
-    log_file = os.path.join(args.out, "sweep.log")
+             f"{tuple(ds.train_images.shape[1:])}; results -> {config.out}")
+    verbose = config.verbose > 0  # -v: Ray's own output on the console too
+    log_file = os.path.join(config.out, "sweep.log")
     with ray_console(log_file, verbose=verbose), \
             ray_session(args.ray_address, local=getattr(args, "local", False), num_cpus=args.num_cpus,
-                        log_to_driver=verbose, storage_path=storage):
+                        log_to_driver=verbose, storage_path=config.storage_path):
         if not verbose:
             log.info(f"Ray's own messages: {log_file}; Ray workers' logs: {ray_session.log_dir or 'Ray session logs'}")
-        rows = run_sweep(
-            ds, classes=classes, methods=args.methods, grids=grids, ks=ks, params=params, seed=args.seed,
-            val_fraction=args.val_fraction, num_workers=args.num_workers, use_gpu=args.use_gpu,
-            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-            max_concurrent_trials=args.max_concurrent_trials, storage_path=storage,
-            name=getattr(args, "experiment_name", "sweep"), resume=getattr(args, "resume", False),
-            max_failures=args.max_failures, trial_max_failures=args.max_retries,
-            cpu_fallback=args.allow_cpu_fallback, stall_timeout_s=60.0 * args.stall_timeout,
-            out=args.out, verbose=1 if verbose else 0,
-            score_all_test=getattr(args, "test_all_configs", False),
-            task_search=getattr(args, "task_search", True),
-            driver_resources={args.driver_resource: 1} if getattr(args, "driver_resource", None) else None,
-        )
+        rows = run_sweep(ds, config)
     print(classes_summary(rows))
     log.info(f"{len(rows)} rows ({sum(r['selected'] for r in rows)} selected) in "
-             f"{os.path.join(args.out, 'results.parquet')}; checkpoints and Tune state in {storage}")
+             f"{os.path.join(config.out, 'results.parquet')}; checkpoints and Tune state in {config.storage_path}")
     return rows
 
 
@@ -278,7 +218,7 @@ def report_incomplete(args, error) -> str | None:
     return str(path)
 
 
-def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
+def run_sweep_resuming(args, config: SweepConfig, *, resumes: int = 0) -> int:
     """Run the sweep; when it ends incomplete (a trial out of retries, a lost node), resume it by itself up to
     `resumes` times (never after a stall: the resources would still be missing). Then the report; an incomplete
     sweep still writes and publishes what finished, marked so, and returns EXIT_INCOMPLETE (6)."""
@@ -289,7 +229,7 @@ def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
     attempt = 0
     while True:
         try:
-            run_sweep_from_args(args, grids=grids, ks=ks)
+            run_sweep_from_args(args, config)
             break
         except SweepIncomplete as e:
             if attempt >= resumes or isinstance(e, SweepStalled):
@@ -300,7 +240,7 @@ def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
                     publish_results(args)
                 return EXIT_INCOMPLETE
             attempt += 1
-            args.resume = True
+            config = replace(config, resume=True)
             log.warning("sweep incomplete (%s); resuming it by itself (%d of %d)", e, attempt, resumes)
     print(f"report: {render_report(args.out)}")
     publish_results(args)
@@ -309,4 +249,5 @@ def run_sweep_resuming(args, *, grids, ks, resumes: int = 0) -> int:
 
 def run_sweep_command(args) -> int:
     """`mtssad sweep`: the sweep, then the report (an interrupted sweep: the finished configs' report, exit 6)."""
-    return run_sweep_resuming(finish_ray_args(args), grids=args.grid_search, ks=args.k_search)
+    args = finish_ray_args(args)
+    return run_sweep_resuming(args, sweep_config_from_args(args))

@@ -1,6 +1,6 @@
 """Checks of a whole `mtssad sweep` BEFORE Ray starts: every message names the CLI flag to change.
 
-`check_sweep(args, ds, classes)` validates the data (class sizes), the methods' configs, every
+`check_sweep(args, ds, config)` validates the data (class sizes), the methods' configs, every
 (grid, k) pair against the image size, the Ray resource flags, the storage path and the resume
 state, so a bad sweep fails in a second instead of after Ray's start-up. Imports no Ray.
 """
@@ -41,29 +41,14 @@ def _check_storage(storage: str) -> None:
                              f"created); got {e}") from e
 
 
-def _check_resources(args) -> None:
-    checks = [("--max-failures", args.max_failures, 0), ("--max-retries", getattr(args, "max_retries", 0), 0)]
-    if args.num_workers is not None:
-        checks.append(("--num-workers", args.num_workers, 1))
-    if args.max_concurrent_trials is not None:
-        checks.append(("--max-concurrent-trials", args.max_concurrent_trials, 1))
-    for flag, value, lo in checks:
-        if value < lo:
-            raise UsageError(f"{flag} must be >= {lo}; got {value}")
-    for flag, value in (("--cpus-per-trial", args.cpus_per_trial), ("--gpus-per-trial", args.gpus_per_trial)):
-        if value is not None and not value > 0:
-            raise UsageError(f"{flag} must be > 0; got {value}")
-    stall = getattr(args, "stall_timeout", None)
-    if stall is not None and not stall > 0:
-        raise UsageError(f"--stall-timeout must be > 0 minutes; got {stall}")
-    if args.gpus_per_trial is not None and not args.use_gpu:
-        raise UsageError("--gpus-per-trial needs --use-gpu (trials train on CPUs without it)")
+def _check_ray_session(args, use_gpu: bool) -> None:
+    """The flags of the Ray a sweep will use (the sweep's own settings are SweepConfig's to check)."""
     if args.num_cpus is not None and args.num_cpus < 1:
         raise UsageError(f"--num-cpus must be >= 1; got {args.num_cpus}")
-    from .cli import connection_plan  # what ray_session will do: join a `ray start` cluster even without RAY_ADDRESS
+    from .session import connection_plan  # what ray_session does: join a `ray start` cluster, RAY_ADDRESS or not
 
     local = connection_plan(args.ray_address, local=getattr(args, "local", False))[0] == "local"
-    if args.use_gpu and local:  # a local Ray has this machine's GPUs only: trials would wait forever for one
+    if use_gpu and local:  # a local Ray has this machine's GPUs only: trials would wait forever for one
         import torch
 
         if not torch.cuda.is_available():
@@ -71,19 +56,24 @@ def _check_resources(args) -> None:
                              "cluster with GPUs with --ray-address")
 
 
-def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> None:
-    """Raise UsageError / DataError naming the flag when the sweep cannot run as asked; nothing is started."""
+def check_sweep(args, ds, config) -> None:
+    """Raise UsageError / DataError naming the flag when the SweepConfig `config` cannot run on `ds` as asked
+    (args: the Ray session's flags); nothing is started."""
+    from ..config import DetectorConfig
+    from ..data import resolve_classes
     from ..methods import METHODS, make_method
     from ..protocols import check_class_size
-    from .sweep_space import grid_tuple, sweep_trials
+    from .sweep_config import parse_grid
+    from .sweep_space import sweep_trials
 
-    if not 0 < args.val_fraction < 1:
-        raise UsageError(f"a sweep selects on validation data: --val-fraction must be in (0, 1); got {args.val_fraction}")
-    _check_resources(args)
+    _check_ray_session(args, config.use_gpu)
+    classes = resolve_classes(ds, config.classes)
     for c in classes:
-        check_class_size(ds, c, val_fraction=args.val_fraction, validation_optional=False)
-    specs, skipped = sweep_trials(classes, list(args.methods), list(args.grid_search), list(args.k_search),
-                                  image_side=tuple(ds.train_images.shape[2:]), margin=params.get("margin", 2), params=params)
+        check_class_size(ds, c, val_fraction=config.val_fraction, validation_optional=False)
+    params = config.params
+    specs, skipped = sweep_trials(classes, list(config.methods), list(config.grids), list(config.ks),
+                                  image_side=tuple(ds.train_images.shape[2:]),
+                                  margin=params.get("margin", DetectorConfig.margin), params=params)
     for m, g, k, why in skipped:
         log.warning(f"skipping {m} --grid-search {g} --k-search {k}: {why}")
     if not specs:
@@ -91,16 +81,17 @@ def check_sweep(args, ds, classes: list[int], *, params: dict, storage: str) -> 
         raise UsageError(f"no valid trial: every --grid-search x --k-search pair was skipped ({reasons})")
     for spec in {(s["method"], s["grid"], s["k"]): s for s in specs}.values():  # each config once, not per class
         if METHODS[spec["method"]].neural:
-            extra = {} if spec["grid"] is None else {"grid": grid_tuple(spec["grid"]), "k": spec["k"]}
+            extra = {} if spec["grid"] is None else {"grid": parse_grid(spec["grid"]), "k": spec["k"]}
             make_method(spec["method"], **{**params, **extra})  # DetectorConfig validation (backbone, lr, ...)
+    storage, name = config.storage_path, config.name
     _check_storage(storage)
     from .storage import join_uri
 
-    exp = join_uri(storage, args.experiment_name)
+    exp = join_uri(storage, name)
     exists = experiment_exists(exp)
-    if exists and not args.resume:
-        raise UsageError(f"a sweep named {args.experiment_name!r} already exists at {exp}: pass --resume to finish "
+    if exists and not config.resume:
+        raise UsageError(f"a sweep named {name!r} already exists at {exp}: pass --resume to finish "
                          "it (finished trials are not rerun), or choose another --experiment-name or --out")
-    if args.resume and not exists:
+    if config.resume and not exists:
         log.warning(f"--resume: no sweep to resume at {exp} (no tuner.pkl); starting a new one "
                     "(check --out, --storage-path and --experiment-name if you expected one)")

@@ -20,7 +20,7 @@ IN_PROCESS, DDP = "in_process", "ddp"
 log = logging.getLogger(__name__)
 
 
-def plan_class_trials(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_trial, driver_cpus: float,
+def class_trial_resources(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_trial, driver_cpus: float,
                       driver_resources: dict | None, max_concurrent_trials, cluster: dict,
                       ray_train: bool = False) -> dict:
     """Tune resources of one class trial, its DDP workers' resources, and the trial concurrency.
@@ -41,10 +41,10 @@ def plan_class_trials(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_p
             "trials train where they run: drop --driver-resource (or use it with --num-workers 2+, where the "
             "trial is a 1-CPU driver and its DDP workers take the GPUs)")
     if num_workers >= 2 or ray_train:
-        plan = plan_resources(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
+        ddp = ddp_trial_resources(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
                               gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus,
                               max_concurrent_trials=max_concurrent_trials, cluster=cluster)
-        return {"mode": DDP, "trial_resources": {"CPU": driver_cpus, **extra}, **plan}
+        return {"mode": DDP, "trial_resources": {"CPU": driver_cpus, **extra}, **ddp}
     cpus = 1.0 if cpus_per_trial is None else float(cpus_per_trial)
     if cpus <= 0:
         raise ValueError(f"cpus_per_trial must be > 0 (a trial trains in its own process); got {cpus_per_trial}")
@@ -70,7 +70,7 @@ def plan_class_trials(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_p
             "note": note}
 
 
-def plan_resources(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_trial, driver_cpus: float,
+def ddp_trial_resources(*, num_workers: int, use_gpu: bool, cpus_per_trial, gpus_per_trial, driver_cpus: float,
                    max_concurrent_trials, cluster: dict) -> dict:
     """DDP trials: worker resources and trial concurrency that fit the cluster (fractional CPUs on small machines).
 

@@ -18,16 +18,19 @@ from .storage import filesystem, join_uri, read_bytes, write_bytes
 IDENTITY_SUFFIX = "-identity.json"
 
 
-def sweep_identity(dataset, tasks: list[dict], settings, *, val_fraction: float) -> dict:
-    """JSON-ready identity: the data selection, every class trial's configs, and the training/selection settings."""
+def sweep_identity(dataset, class_trials: list[dict], config) -> dict:
+    """JSON-ready identity: the data selection, every class trial's configs, and the training/selection settings
+    of the SweepConfig `config`."""
     from ..protocols import data_identity
 
-    s = settings
-    data = {k: v for k, v in data_identity(dataset, val_fraction=val_fraction).items() if k != "root"}  # mount point
-    tasks = sorted(({**t, "configs": sorted(t["configs"], key=lambda c: json.dumps(c, sort_keys=True))} for t in tasks),
-                   key=lambda t: (str(t["normal_class"]), t["method"]))
-    ident = {"data": data, "tasks": tasks, "params": {k: v for k, v in s.params.items() if k not in ("device", "progress")},
-             "seed": s.seed, "val_anomaly_ratio": s.val_anomaly_ratio, "val_max_anomalies": s.val_max_anomalies}
+    data = {k: v for k, v in data_identity(dataset, val_fraction=config.val_fraction).items()
+            if k != "root"}  # the mount point may change
+    trials = sorted(({**t, "configs": sorted(t["configs"], key=lambda c: json.dumps(c, sort_keys=True))}
+                     for t in class_trials), key=lambda t: (str(t["normal_class"]), t["method"]))
+    params = {k: v for k, v in config.params.items() if k not in ("device", "progress")}
+    # "tasks" is the stored identity's historical key for the class trials: renaming it would refuse every resume
+    ident = {"data": data, "tasks": trials, "params": params, "seed": config.seed,
+             "val_anomaly_ratio": config.val_anomaly_ratio, "val_max_anomalies": config.val_max_anomalies}
     return json.loads(json.dumps(ident, sort_keys=True, default=str))  # tuples -> lists, as it reads back
 
 

@@ -1,7 +1,7 @@
 """The sweep's search space: which (normal class, method, grid, k) configs exist, grouped into class trials.
 
-    specs, skipped = sweep_trials([0, 1], ["ours"], ["2x2", "3x3"], [3, 6], image_side=(32, 32), task_search=True)
-    tasks = class_tasks(specs)   # one task per (class, method): its configs, trained one after another
+    specs, skipped = sweep_trials([0, 1], ["ours"], [(2, 2), (3, 3)], [3, 6], image_side=(32, 32), task_search=True)
+    trials = class_trials(specs)   # one class trial per (class, method): its configs, trained one after another
 
 With task_search, the task set is searched like grid and k: a method whose heads are chosen by
 `tasks` (`ours`) gets, after its (grid, k) configs, one config with the geometric heads alone
@@ -16,19 +16,15 @@ from __future__ import annotations
 
 from ..config import jigsaw_k_problem
 from ..transforms import check_image_fits
-
-
-def grid_tuple(grid) -> tuple[int, int]:
-    """"3x3" or (3, 3) -> (3, 3)."""
-    if isinstance(grid, str):
-        a, b = grid.lower().split("x")
-        return int(a), int(b)
-    return int(grid[0]), int(grid[1])
+from .sweep_config import grid_label, parse_grid
 
 
 def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], margin: int = 2,
                  params: dict | None = None, task_search: bool = False):
     """The config specs (dicts: normal_class, method, grid "NxM" or None, k or None[, tasks]) and the skipped combos.
+
+    grids: (n_h, n_w) tuples (SweepConfig.grids); a spec spells its grid as the rows do ("3x3"): specs travel
+    through Tune into checkpoints and the resume identity, whose spelling must not change under a resumed sweep.
 
     A jigsaw method needs 2 <= k < (n_h * n_w)! and patches of >= 1 px after the margin; a method
     without a jigsaw head (params' `tasks` included) gets one config per class (grid and k do not apply).
@@ -48,7 +44,7 @@ def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], ma
                 specs.append({"normal_class": int(c), "method": m, "grid": None, "k": None})
                 continue
             for g in grids:
-                n_h, n_w = grid_tuple(g)
+                n_h, n_w = parse_grid(g)
                 for k in ks:
                     why = jigsaw_k_problem((n_h, n_w), k)
                     if why is None:
@@ -58,9 +54,9 @@ def sweep_trials(classes, methods, grids, ks, *, image_side: tuple[int, int], ma
                             why = str(e)
                     if why:
                         if c == classes[0]:
-                            skipped.append((m, f"{n_h}x{n_w}", k, why))
+                            skipped.append((m, grid_label((n_h, n_w)), k, why))
                         continue
-                    specs.append({"normal_class": int(c), "method": m, "grid": f"{n_h}x{n_w}", "k": int(k)})
+                    specs.append({"normal_class": int(c), "method": m, "grid": grid_label((n_h, n_w)), "k": int(k)})
             heads = searched_tasks(m, params or {}) if task_search else None
             if heads and any(s["normal_class"] == int(c) and s["method"] == m for s in specs):
                 specs.append({"normal_class": int(c), "method": m, "grid": None, "k": None, "tasks": list(heads)})
@@ -79,21 +75,21 @@ def searched_tasks(method: str, params: dict) -> tuple[str, ...] | None:
     return rest or None
 
 
-def class_tasks(specs: list[dict]) -> list[dict]:
+def class_trials(specs: list[dict]) -> list[dict]:
     """Group config specs into class trials: {"normal_class", "method", "configs": [{"grid", "k"[, "tasks"]}, ...]}.
 
     Order is kept (first appearance of each (class, method); configs in spec order), so a trial
     trains its configs in the order the user listed grids and k.
     """
-    tasks: dict[tuple, dict] = {}
-    for s in specs:
-        key = (s["normal_class"], s["method"])
-        task = tasks.setdefault(key, {"normal_class": s["normal_class"], "method": s["method"], "configs": []})
-        cfg = {"grid": s["grid"], "k": s["k"]}
-        if s.get("tasks"):  # only the task search's configs carry it: other configs' identity is unchanged
-            cfg["tasks"] = list(s["tasks"])
-        task["configs"].append(cfg)
-    return list(tasks.values())
+    trials: dict[tuple, dict] = {}
+    for spec in specs:
+        key = (spec["normal_class"], spec["method"])
+        trial = trials.setdefault(key, {"normal_class": spec["normal_class"], "method": spec["method"], "configs": []})
+        config = {"grid": spec["grid"], "k": spec["k"]}
+        if spec.get("tasks"):  # only the task search's configs carry it: other configs' identity is unchanged
+            config["tasks"] = list(spec["tasks"])
+        trial["configs"].append(config)
+    return list(trials.values())
 
 
 def config_label(cfg: dict) -> str:

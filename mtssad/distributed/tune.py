@@ -1,8 +1,7 @@
 """Ray Tune sweeps: normal classes x jigsaw grid x k x methods, selected by validation AUROC.
 
-    rows = run_sweep(load_dataset("digits"), classes=[0, 1], methods=["ours"], grids=["2x2", "3x3"],
-                     ks=[3, 6], params=dict(backbone="wrn-10-1", epochs=5), storage_path="/tmp/ray",
-                     out="runs/sweep")
+    rows = run_sweep(load_dataset("digits"), SweepConfig(classes=[0, 1], grids=[(2, 2), (3, 3)], ks=[3, 6],
+                     params=dict(backbone="wrn-10-1", epochs=5), storage_path="/tmp/ray", out="runs/sweep"))
 
 One Tune trial per (normal class, method) -- a class trial (`sweep_trial.py`) -- trains that
 class's (grid, k) configs one after another in its own process, on the device Tune gave it
@@ -16,7 +15,7 @@ metrics are the method's result, and its per-image scores and training history a
 to `out` like `mtssad evaluate`'s, so `mtssad report` draws its ROC and task-suitability plots.
 
 num_workers >= 2 trains each config with `train_detector_ddp` (a TorchTrainer per config, its
-workers outside Tune's accounting: concurrency is capped then, `resources.plan_resources`).
+workers outside Tune's accounting: concurrency is capped then, `resources.ddp_trial_resources`).
 
 Data: the sweep driver loads the data set once; `tune.with_parameters` puts it in the object
 store once and every trial reads it from there (zero-copy on its node).
@@ -29,12 +28,15 @@ import logging
 import numpy as np
 
 from .progress import board_name, make_progress_callback, start_board
-from .resources import DDP, IN_PROCESS, plan_class_trials, plan_resources
-from .selection import VAL_ANOMALY_RATIO, VAL_MAX_ANOMALIES, mark_jigsaw_kept, select_by_validation
-from .sweep_space import class_tasks, config_label, sweep_trials
+from .resources import DDP, IN_PROCESS, class_trial_resources, ddp_trial_resources
+from .selection import mark_jigsaw_kept, select_by_validation
+from ..config import DetectorConfig
 from .storage import absolute, join_uri
+from .sweep_config import SweepConfig
 from .sweep_identity import check_resume_identity, save_identity, sweep_identity
-from .sweep_trial import SweepSettings, TrialState, class_trial
+from .sweep_space import class_trials, config_label, sweep_trials
+from .sweep_trial import TRIAL_KEY, TrialSettings, class_trial
+from .trial_state import TrialState
 
 log = logging.getLogger("mtssad.sweep")
 
@@ -78,146 +80,143 @@ class SweepStalled(SweepIncomplete):
 INCOMPLETE = "sweep_incomplete"  # row column: True for a finished config of a class trial that has not finished
 
 
-def run_sweep(dataset, *, classes=None, methods=("ours",), grids=("2x2", "3x3"), ks=(3,), params: dict | None = None,
-              seed: int = 0, val_fraction: float = 0.2, num_workers: int | None = 1, use_gpu: bool = False,
-              cpus_per_trial: float | None = None, gpus_per_trial: float | None = None, driver_cpus: float = 1.0,
-              driver_resources: dict | None = None, max_concurrent_trials: int | None = None,
-              storage_path: str = "~/ray_results", name: str = "sweep", resume: bool = False,
-              max_failures: int = 2, trial_max_failures: int = 1, controller_failure_limit: int = -1,
-              out: str | None = None, verbose: int = 0, score_all_test: bool = False,
-              val_anomaly_ratio: float = VAL_ANOMALY_RATIO, val_max_anomalies: int = VAL_MAX_ANOMALIES,
-              reuse_actors: bool | None = None, crash_after_configs: int | None = None,
-              ray_train: bool = False, task_search: bool = False, cpu_fallback: bool = False,
-              stall_timeout_s: float | None = None, progress_every_s: float = 30.0) -> list[dict]:
+def run_sweep(dataset, config: SweepConfig) -> list[dict]:
     """Run (or resume) a sweep on the connected Ray cluster; return one result row per config.
 
-    dataset: an `ImageDataset`. classes: normal class indices (None = all). params: DetectorConfig
-    fields shared by every config (backbone, epochs, min_steps, ...; `device` is the trial's own).
-    cpus_per_trial / gpus_per_trial: what a class trial asks Tune for (default 1 CPU, and 1 GPU with
-    use_gpu; fractional GPUs ok); with num_workers >= 2 they are the DDP worker group's instead.
-    driver_resources: extra resources of each trial, e.g. {"TRAIN_DRIVER": 1}. max_concurrent_trials:
-    None = as many as the resources allow (in-process) or as fit (DDP). storage_path/name: the
-    experiment is {storage_path}/{name}; resume=True restores it (finished trials are not rerun,
-    an unfinished one continues at its next config). score_all_test: a test row for every config
-    (default: only for each class's best-so-far). out: also write the rows (with `selected`), the
-    selected configs' per-image scores and histories to the ResultsStore at `out`, skipping rows
-    it has. reuse_actors: None = True for in-process trials. crash_after_configs: fault drill.
-    ray_train: every config through `train_detector_ddp` even with 1 worker (overhead benchmark).
-    task_search: `ours` also trains its geometric heads alone (no jigsaw) as one more config per class,
-    selected with the others on validation (sweep_space); the selected row's `jigsaw_kept` says which won.
-    Off here (today's search space for Python callers); `mtssad sweep` turns it on unless --no-task-search.
-    trial_max_failures: Tune restarts of a failed class trial (a preempted node, a crash), each from its
-    last checkpoint. cpu_fallback: a trial given a GPU it cannot use trains on the CPU (with a warning)
-    instead of failing at once. stall_timeout_s: stop (SweepStalled) after class trials waited this long
-    for resources while none ran (default watch.STALL_TIMEOUT_S); progress_every_s: how often the steps of
-    the running configs are logged.
+    dataset: an `ImageDataset`; config: the `SweepConfig` (what is searched and how it runs; its fields say
+    why each exists). The experiment is {config.storage_path}/{config.name}; with config.out the rows (with
+    `selected`), the chosen configs' per-image scores and histories are written there too.
     Raises SweepIncomplete when a trial errored or the sweep was interrupted (SweepStalled when it
     stopped waiting for resources), after writing the finished configs' rows to `out`.
     """
     import ray
     import ray.tune
 
-    classes = list(range(len(dataset.class_names))) if classes is None else [int(c) for c in classes]
-    params = dict(params or {}, progress=False)  # no tqdm bars from trials: the driver logs progress per config
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"a sweep selects on validation data: val_fraction must be in (0, 1); got {val_fraction}")
-    specs, skipped = sweep_trials(classes, list(methods), list(grids), list(ks),
-                                  image_side=tuple(dataset.train_images.shape[2:]), margin=params.get("margin", 2),
-                                  params=params, task_search=task_search)
+    from ..data import resolve_classes
+
+    classes = resolve_classes(dataset, config.classes)
+    specs, skipped = sweep_trials(classes, list(config.methods), list(config.grids), list(config.ks),
+                                  image_side=tuple(dataset.train_images.shape[2:]),
+                                  margin=config.params.get("margin", DetectorConfig.margin), params=config.params,
+                                  task_search=config.task_search)
     for m, g, k, why in skipped:
         log.warning("skipping %s grid %s k %s: %s", m, g, k, why)
     if not specs:
         raise ValueError("no valid config: every (grid, k) combination was skipped")
-    tasks = class_tasks(specs)
-    num_workers = sweep_workers(num_workers, dataset.train_labels, classes, val_fraction, use_gpu=use_gpu)
-    plan = plan_class_trials(num_workers=num_workers, use_gpu=use_gpu, cpus_per_trial=cpus_per_trial,
-                             gpus_per_trial=gpus_per_trial, driver_cpus=driver_cpus, driver_resources=driver_resources,
-                             max_concurrent_trials=max_concurrent_trials, cluster=ray.cluster_resources(),
-                             ray_train=ray_train)
-    if plan["note"]:
-        log.warning(plan["note"])
-    storage = absolute(storage_path)  # a URI unchanged, a path made absolute
-    settings = SweepSettings(
-        params=params, seed=seed, val_fraction=val_fraction, val_anomaly_ratio=val_anomaly_ratio,
-        val_max_anomalies=val_max_anomalies, score_all_test=score_all_test, mode=plan["mode"],
-        num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=plan["resources_per_worker"],
-        train_storage=join_uri(storage, f"{name}-train"), max_failures=max_failures,
-        controller_failure_limit=controller_failure_limit, crash_after_configs=crash_after_configs,
-        cpu_fallback=cpu_fallback, progress_board=board_name(name, ray.get_runtime_context().get_job_id()))
+    trials = class_trials(specs)
+    settings, resources = _trial_settings(dataset, classes, config)
+    storage, name = absolute(config.storage_path), config.name  # a URI unchanged, a path made absolute
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(class_trial, dataset=dataset, settings=settings), plan["trial_resources"])
+        ray.tune.with_parameters(class_trial, dataset=dataset, settings=settings), resources["trial_resources"])
     exp = join_uri(storage, name)  # a ?query (s3://b/p?region=...) stays at the end
     log.info("sweep %s: %d configs in %d class trial(s), each asking for %s%s, up to %s at once; experiment %s",
-             name, len(specs), len(tasks), plan["trial_resources"],
-             f" + {num_workers} DDP workers x {plan['resources_per_worker']}" if plan["mode"] == DDP else "",
-             plan["max_concurrent_trials"] or "as many as fit", exp)
-    progress = make_progress_callback(len(specs))
-    identity = sweep_identity(dataset, tasks, settings, val_fraction=val_fraction)
+             name, len(specs), len(trials), resources["trial_resources"],
+             f" + {settings.num_workers} DDP workers x {settings.resources_per_worker}" if settings.mode == DDP else "",
+             resources["max_concurrent_trials"] or "as many as fit", exp)
+    identity = sweep_identity(dataset, trials, config)
     if ray.tune.Tuner.can_restore(exp):
-        if not resume:
-            raise ValueError(f"a sweep already exists at {exp}: pass --resume (resume=True in Python) to finish it, "
-                             "or another --experiment-name (name=)")
-        if not check_resume_identity(storage, name, identity):
-            raise ValueError(f"the sweep '{name}' at {exp} has no {name}-identity.json (started by an mtssad from "
-                             "before resumes were checked), so resuming could mix its rows with other data or "
-                             "settings (e.g. its old step budget) unnoticed; start a new sweep with another "
-                             "--experiment-name")
+        _check_resumable(config, storage, exp, identity)
         tuner = ray.tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         save_identity(storage, name, identity)
-        tuner = ray.tune.Tuner(
-            trainable,
-            param_space={"task": ray.tune.grid_search(tasks)},
-            tune_config=ray.tune.TuneConfig(max_concurrent_trials=plan["max_concurrent_trials"],
-                                            reuse_actors=plan["mode"] == IN_PROCESS if reuse_actors is None
-                                            else reuse_actors),
-            run_config=ray.tune.RunConfig(
-                name=name, storage_path=storage, callbacks=[progress], verbose=verbose,
-                failure_config=ray.tune.FailureConfig(max_failures=trial_max_failures),
-                checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
-        )
+        tuner = _new_tuner(trainable, trials, settings, storage, n_configs=len(specs),
+                           max_concurrent_trials=resources["max_concurrent_trials"])
     from .watch import STALL_TIMEOUT_S, SweepWatch
 
+    stall_timeout_s = STALL_TIMEOUT_S if config.stall_timeout_s is None else config.stall_timeout_s
     board = start_board(settings.progress_board)
     try:
-        with SweepWatch(board=settings.progress_board, line_every_s=progress_every_s,
-                        first_line_s=min(20.0, progress_every_s),
-                        stall_timeout_s=STALL_TIMEOUT_S if stall_timeout_s is None else stall_timeout_s) as watch:
-            grid = tuner.fit()
+        with SweepWatch(board=settings.progress_board, line_every_s=config.progress_every_s,
+                        first_line_s=min(20.0, config.progress_every_s), stall_timeout_s=stall_timeout_s) as watch:
+            results = tuner.fit()
     finally:
         ray.kill(board)
-    return collect_rows(grid, tasks, dataset, len(specs), out=out, stalled=watch.stalled)
+    return collect_rows(results, trials, dataset, len(specs), out=config.out, stalled=watch.stalled)
 
 
-def _task_key(task: dict) -> tuple:
-    return str(task.get("normal_class")), str(task.get("method"))
+def _trial_settings(dataset, classes: list[int], config: SweepConfig) -> tuple[TrialSettings, dict]:
+    """What every class trial shares (the config, and what it resolves to on this cluster: workers, DDP
+    resources), and the trials' Tune resources (resources.class_trial_resources' dict)."""
+    import ray
+
+    num_workers = sweep_workers(config.num_workers, dataset.train_labels, classes, config.val_fraction,
+                                use_gpu=config.use_gpu)
+    resources = class_trial_resources(num_workers=num_workers, use_gpu=config.use_gpu,
+                                  cpus_per_trial=config.cpus_per_trial, gpus_per_trial=config.gpus_per_trial,
+                                  driver_cpus=config.driver_cpus, driver_resources=config.driver_resources,
+                                  max_concurrent_trials=config.max_concurrent_trials,
+                                  cluster=ray.cluster_resources(), ray_train=config.ray_train)
+    if resources["note"]:
+        log.warning(resources["note"])
+    settings = TrialSettings(
+        config=config, mode=resources["mode"], num_workers=num_workers,
+        resources_per_worker=resources["resources_per_worker"],
+        train_storage=join_uri(absolute(config.storage_path), f"{config.name}-train"),
+        progress_board=board_name(config.name, ray.get_runtime_context().get_job_id()))
+    return settings, resources
 
 
-def collect_rows(grid, tasks: list[dict], dataset, n_specs: int, *, out=None, stalled: str | None = None) -> list[dict]:
+def _check_resumable(config: SweepConfig, storage: str, exp: str, identity: dict) -> None:
+    """An experiment exists at `exp`: resume it only when asked and when it is this sweep (same identity)."""
+    name = config.name
+    if not config.resume:
+        raise ValueError(f"a sweep already exists at {exp}: pass --resume (resume=True in Python) to finish it, "
+                         "or another --experiment-name (name=)")
+    if not check_resume_identity(storage, name, identity):
+        raise ValueError(f"the sweep '{name}' at {exp} has no {name}-identity.json (started by an mtssad from "
+                         "before resumes were checked), so resuming could mix its rows with other data or "
+                         "settings (e.g. its old step budget) unnoticed; start a new sweep with another "
+                         "--experiment-name")
+
+
+def _new_tuner(trainable, trials: list[dict], settings: TrialSettings, storage: str, *, n_configs: int,
+               max_concurrent_trials: int | None):
+    """A Tuner with one trial per class trial (Tune's config key TRIAL_KEY), failure and checkpoint policy."""
+    import ray.tune
+
+    config = settings.config
+    reuse_actors = settings.mode == IN_PROCESS if config.reuse_actors is None else config.reuse_actors
+    return ray.tune.Tuner(
+        trainable,
+        param_space={TRIAL_KEY: ray.tune.grid_search(trials)},
+        tune_config=ray.tune.TuneConfig(max_concurrent_trials=max_concurrent_trials, reuse_actors=reuse_actors),
+        run_config=ray.tune.RunConfig(
+            name=config.name, storage_path=storage, callbacks=[make_progress_callback(n_configs)],
+            verbose=config.verbose, failure_config=ray.tune.FailureConfig(max_failures=config.trial_max_failures),
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
+    )
+
+
+def _trial_key(trial: dict) -> tuple:
+    return str(trial.get("normal_class")), str(trial.get("method"))
+
+
+def collect_rows(results, trials: list[dict], dataset, n_specs: int, *, out=None,
+                 stalled: str | None = None) -> list[dict]:
     """The sweep's rows from Tune's results: selected, sorted, written to `out`; SweepIncomplete when some
     class trial did not finish (its finished configs are written too, marked `sweep_incomplete`)."""
     rows, bests, problems, seen, complete = [], {}, [], set(), True
-    for res in grid:
-        task = (res.config or {}).get("task", {})
-        if not task:
+    for res in results:
+        trial = (res.config or {}).get(TRIAL_KEY, {})
+        if not trial:
             continue
-        seen.add(_task_key(task))
+        seen.add(_trial_key(trial))
         state = TrialState.from_checkpoint(res.checkpoint) if res.checkpoint is not None else TrialState()
-        finished = res.error is None and len(state.rows) >= len(task["configs"])
+        finished = res.error is None and len(state.rows) >= len(trial["configs"])
         if not finished:
             complete = False
             why = _error_line(res.error) if res.error is not None else "not finished"
-            problems.append(f"{_class_name(dataset, task)} / {task.get('method')}: {why} "
-                            f"({len(state.rows)}/{len(task['configs'])} configs done)")
+            problems.append(f"{_class_name(dataset, trial)} / {trial.get('method')}: {why} "
+                            f"({len(state.rows)}/{len(trial['configs'])} configs done)")
         # in training order: selection's tie rule (first wins) is the trial's
         rows += [dict(r, **{INCOMPLETE: not finished}) for r in state.rows]
         if state.best_name is not None:
             bests[state.best_name] = state
-    for task in tasks:  # an interrupted sweep may not have created every trial: name the ones that never started
-        if _task_key(task) not in seen:
+    for trial in trials:  # an interrupted sweep may not have created every trial: name the ones that never started
+        if _trial_key(trial) not in seen:
             complete = False
-            problems.append(f"{_class_name(dataset, task)} / {task['method']}: never started "
-                            f"(0/{len(task['configs'])} configs done)")
+            problems.append(f"{_class_name(dataset, trial)} / {trial['method']}: never started "
+                            f"(0/{len(trial['configs'])} configs done)")
     # A class trial scores its test split once, at its end, for the config it chose: an unfinished trial has
     # chosen nothing yet, so its finished configs are written unselected (no test figure is made up for them).
     rows = [dict(r, selected=r["selected"] and not r[INCOMPLETE]) for r in select_by_validation(rows)]
@@ -239,8 +238,8 @@ def collect_rows(grid, tasks: list[dict], dataset, n_specs: int, *, out=None, st
     return rows
 
 
-def _class_name(dataset, task: dict) -> str:
-    c = task.get("normal_class")
+def _class_name(dataset, trial: dict) -> str:
+    c = trial.get("normal_class")
     try:
         return f"class {dataset.class_names[int(c)]}"
     except (TypeError, ValueError, IndexError, AttributeError):
@@ -261,12 +260,11 @@ def _error_line(error) -> str:
 
 def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
     """Rows to the ResultsStore at `out` (skipping stored ones); for each selected row, its per-image test
-    scores and training history, as `mtssad evaluate` writes them (mtssad.cli.save_run). Returns rows added."""
+    scores and training history, as `mtssad evaluate` writes them (mtssad.results.save_run). Returns rows added."""
     import json
 
-    from ..cli import save_run
     from ..protocols import RunOutput
-    from ..results import ResultsStore, row_key
+    from ..results import ResultsStore, row_key, save_run
 
     store = ResultsStore(out)
     done = _final_keys(store)
@@ -277,7 +275,8 @@ def write_sweep_outputs(rows: list[dict], bests: dict, out) -> int:
         state = bests.get(json.dumps(list(row_key(r))))
         if state is None or state.best_scores is None or not r.get("test_scored"):
             raise RuntimeError(f"selected config {r['normal_class']} / {r['method']} {config_label(r)} has no test "
-                               "scores in its trial's checkpoint (a bug: a trial scores its best once, before its last report)")
+                               "scores in its trial's checkpoint (a bug: a trial scores its best once, before its "
+                               "last report)")
         save_run(store, RunOutput(r, state.best_scores, state.best_history or []))
         added += 1
     return added + write_rows([r for r in rows if not r["selected"]], out)
@@ -319,6 +318,6 @@ def classes_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_sweep", "sweep_trials", "class_trial", "select_by_validation", "plan_resources",
-           "plan_class_trials", "write_rows", "write_sweep_outputs", "SweepIncomplete", "SweepStalled",
+__all__ = ["run_sweep", "sweep_trials", "class_trial", "select_by_validation", "ddp_trial_resources",
+           "class_trial_resources", "write_rows", "write_sweep_outputs", "SweepIncomplete", "SweepStalled",
            "classes_summary", "collect_rows", "INCOMPLETE"]
