@@ -58,5 +58,6 @@ def threshold_warning(source: str | None, n_reference: int | None, contamination
         if n_reference < need:
             return (f"threshold_ was set on only {n_reference} held-out normal image(s): at contamination="
                     f"{contamination:g} that is their lowest score, which flags about {1 / (n_reference + 1):.0%} of "
-                    f"new normal images; hold out at least {need} (more normals in X_val or a larger calibration_fraction)")
+                    f"new normal images; hold out at least {need} (more normals in X_val or a larger "
+                    "calibration_fraction)")
     return None

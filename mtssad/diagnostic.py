@@ -18,7 +18,9 @@ from __future__ import annotations
 TOO_HARD_MARGIN = 0.05  # "near chance": normal accuracy <= 1/classes + this
 TOO_EASY_ACCURACY = 0.98  # "near 100%": both normal and anomaly accuracy >= this
 UNSUITED = ("too hard", "too easy")
-AUROC_TIE = 1e-9  # validation AUROCs closer than this are equal (first candidate wins): one rank statistic summed in another order differs in the last bit
+# validation AUROCs closer than this are equal (first candidate wins): one rank statistic summed in another
+# order differs in the last bit
+AUROC_TIE = 1e-9
 
 
 def head_verdict(normal: float | None, anomaly: float | None, num_classes: int | None) -> str:

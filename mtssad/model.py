@@ -42,7 +42,8 @@ class WideResNet(nn.Module):
         layers = []
         for stage, stride in zip(range(3), (1, 2, 2)):
             for b in range(n):
-                layers.append(BasicBlock(chans[stage] if b == 0 else chans[stage + 1], chans[stage + 1], stride if b == 0 else 1))
+                c_in = chans[stage] if b == 0 else chans[stage + 1]
+                layers.append(BasicBlock(c_in, chans[stage + 1], stride if b == 0 else 1))
         self.blocks = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(chans[3])
         self.num_features = chans[3]

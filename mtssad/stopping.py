@@ -101,7 +101,8 @@ def _batchnorms(model: nn.Module) -> list[nn.Module]:
 @torch.no_grad()
 def plan_loss_eval(model: nn.Module, plan: Plan, images: torch.Tensor, *, device: torch.device,
                    batch_size: int = 256) -> float:
-    """Mean over `images` of eq. 7's summed cross-entropies (`train.plan_loss`), in eval mode with evaluation offsets."""
+    """Mean over `images` of eq. 7's summed cross-entropies (`train.plan_loss`), in eval mode with evaluation
+    offsets."""
     from .train import plan_loss, to_model_input
 
     model.eval()

@@ -27,7 +27,8 @@ class ImageDataset:
     test_labels: np.ndarray  # (M,) int64
     class_names: tuple[str, ...]
     skipped: tuple[str, ...] = ()  # unreadable image files left out (skip_bad_images=True)
-    selection: dict = field(default_factory=dict, compare=False)  # the load_dataset arguments that chose these images (part of a result row's identity)
+    # the load_dataset arguments that chose these images (part of a result row's identity)
+    selection: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         n_classes = len(self.class_names)

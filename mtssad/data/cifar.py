@@ -50,7 +50,8 @@ CIFAR100_FINE_TO_COARSE = np.array([_COARSE_OF[f] for f in CIFAR100_FINE_CLASSES
 # str need no global at all. Anything else (os.system, builtins.eval, subprocess.Popen ...)
 # would be code a crafted file runs while loading: refused.
 _ALLOWED_GLOBALS = frozenset(
-    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")]
+    [(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+     for name in ("_reconstruct", "scalar")]
     + [(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")]
     + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
 )

@@ -50,7 +50,8 @@ def load_cub200(args: LoaderArgs) -> ImageDataset:
     # "001.Black_footed_Albatross" -> "Black_footed_Albatross"
     class_names = tuple(classes[i][0].split(".", 1)[-1] for i in class_ids)
     ids = sorted(images)
-    for table, fname in ((labels, "image_class_labels.txt"), (is_train, "train_test_split.txt"), (boxes, "bounding_boxes.txt")):
+    for table, fname in ((labels, "image_class_labels.txt"), (is_train, "train_test_split.txt"),
+                         (boxes, "bounding_boxes.txt")):
         if table is not None and set(table) != set(ids):
             raise DataError(f"cub200: {d / fname} and {d / 'images.txt'} list different image ids")
     paths = [d / "images" / images[i][0] for i in ids]

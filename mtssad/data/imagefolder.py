@@ -58,7 +58,8 @@ def _collect(base: Path, class_index: dict[str, int], root_real: str, args: Load
     paths, labels, escaped = [], [], []
     for name, folder in _class_dirs(base).items():
         if name not in class_index:
-            raise DataError(f"imagefolder: class folder {folder} is not among the training classes {sorted(class_index)}")
+            raise DataError(f"imagefolder: class folder {folder} is not among the training classes "
+                            f"{sorted(class_index)}")
         real = os.path.realpath(folder)
         if os.path.commonpath([root_real, real]) != root_real:
             escaped.append(str(folder))

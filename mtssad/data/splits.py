@@ -44,7 +44,8 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def per_class_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Sorted indices keeping at most n items of every class (a class with fewer keeps all), drawn with default_rng(seed)."""
+    """Sorted indices keeping at most n items of every class (a class with fewer keeps all), drawn with
+    default_rng(seed)."""
     labels = np.asarray(labels)
     if n < 1:
         raise ValueError(f"per_class_subset: expected n >= 1; got {n}")

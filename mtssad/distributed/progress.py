@@ -163,7 +163,8 @@ def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config
 def running_line(snapshot: dict, elapsed: float, stale_s: float = 600.0) -> str | None:
     """One console line with the steps of the running configs, e.g.
 
-        [running] class 3 / ours 2x2 k=3 (config 1/2): 120/300 steps; class 4 / ours 2x2 k=3 (config 1/2): starting | elapsed 0:45
+        [running] class 3 / ours 2x2 k=3 (config 1/2): 120/300 steps; class 4 / ours 2x2 k=3 (config 1/2):
+        starting | elapsed 0:45        (one line, folded here)
 
     Entries not updated for `stale_s` seconds (a trial that ended or died) are left out; None when none is left.
     """

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 
-_RAY_LOGGERS = ("ray", "ray.data")  # the Ray loggers with handlers of their own (ray.tune, ray.train propagate to "ray")
+_RAY_LOGGERS = ("ray", "ray.data")  # Ray's loggers with handlers of their own (ray.tune, ray.train propagate to "ray")
 
 
 def session_log_dir(context=None) -> str | None:
@@ -39,7 +39,8 @@ def session_log_dir(context=None) -> str | None:
 
 @contextlib.contextmanager
 def ray_console(log_file: str | None, *, verbose: bool):
-    """While a sweep runs: Ray's driver-side messages go to `log_file` (with mtssad's); off the console unless verbose."""
+    """While a sweep runs: Ray's driver-side messages go to `log_file` (with mtssad's); off the console unless
+    verbose."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     file_handler = None
     mtssad_log = logging.getLogger("mtssad")
@@ -58,7 +59,8 @@ def ray_console(log_file: str | None, *, verbose: bool):
 
         for name in _RAY_LOGGERS:
             for h in logging.getLogger(name).handlers:
-                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and h is not file_handler:
+                if (isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                        and h is not file_handler):
                     quieted.append((h, h.level))
                     h.setLevel(logging.ERROR)
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # no Tune box / "View detailed results" lines at verbose=0

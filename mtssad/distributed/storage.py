@@ -91,8 +91,9 @@ def write_bytes(uri, data: bytes) -> str:
 def copy_to_storage(local_dir, storage_uri) -> str:
     """Copy the directory tree `local_dir` into `storage_uri` (files overwritten, others kept); return storage_uri.
 
-    Nothing is copied when both name the same local directory. Writers' lock files (`*.lock`) are left out. Use it to send a run's results,
-    per-image scores and report to the run's storage after (or while) it is written on the driver.
+    Nothing is copied when both name the same local directory. Writers' lock files (`*.lock`) are left out.
+    Use it to send a run's results, per-image scores and report to the run's storage after (or while) it is
+    written on the driver.
     """
     import pyarrow.fs as pafs
 

@@ -99,7 +99,8 @@ class SweepWatch:
     def __init__(self, *, board: str | None, stall_timeout_s: float = STALL_TIMEOUT_S, first_line_s: float = 20.0,
                  line_every_s: float = 30.0, wait_every_s: float = 60.0, tick_s: float = 2.0):
         self.board, self.stall_timeout_s = board, float(stall_timeout_s)
-        self.first_line_s, self.line_every_s, self.wait_every_s, self.tick_s = first_line_s, line_every_s, wait_every_s, tick_s
+        self.first_line_s, self.line_every_s = first_line_s, line_every_s
+        self.wait_every_s, self.tick_s = wait_every_s, tick_s
         self.stalled: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mtssad-sweep-watch", daemon=True)

@@ -74,7 +74,8 @@ def make_method(name: str, **params):
         params = {k: v for k, v in params.items() if k in known}
     det = spec.factory(**params)
     if spec.neural:
-        det.config  # noqa: B018: validates now, so the CLI and sweeps fail before loading data (the estimator itself validates at fit)
+        # validates now, so the CLI and sweeps fail before loading data (the estimator itself validates at fit)
+        det.config  # noqa: B018
     return det
 
 
@@ -100,7 +101,8 @@ def _keyword_params(factory) -> set[str] | None:
 
 
 def _multitask(tasks, *, configurable: bool = False):
-    """A MultiTaskDetector factory with fixed heads, or (configurable) `tasks` as the default a `tasks` param overrides."""
+    """A MultiTaskDetector factory with fixed heads, or (configurable) `tasks` as the default a `tasks` param
+    overrides."""
     def factory(**params):
         from ..detector import MultiTaskDetector
 
@@ -120,7 +122,8 @@ register_method("geometric", neural=True,
                 description="vertical, horizontal, rotation heads only (Table 4 ablation)")(_multitask(("geometric",)))
 register_method("jigsaw", neural=True, uses_jigsaw=True,
                 description="jigsaw head only (Table 4 ablation)")(_multitask(("jigsaw",)))
-register_method("rotnet", neural=True, description="rotation head only (RotNet, the OOD table)")(_multitask(("rotation",)))
+register_method("rotnet", neural=True,
+                description="rotation head only (RotNet, the OOD table)")(_multitask(("rotation",)))
 
 # modules that register more methods on import (baselines) -> the names they register (a test keeps this true)
 _BUILTIN_MODULES = {"mhrot": ("mhrot",), "geotrans": ("geotrans",), "pixels": ("ocsvm", "iforest")}

@@ -189,7 +189,8 @@ class GeoTransDetector(MultiTaskDetector):
             self.dirichlet_alpha_ = tensors["dirichlet_alpha"].cpu().double()
 
 
-@register_method("geotrans", neural=True, description="GeoTrans: 72 flip x v x h x rot transforms, one head, Dirichlet score")
+@register_method("geotrans", neural=True,
+                 description="GeoTrans: 72 flip x v x h x rot transforms, one head, Dirichlet score")
 def _factory(*, geotrans_score: str = "dirichlet", **params):
     params.pop("tasks", None)  # the method fixes its transforms
     return GeoTransDetector(geotrans_score=geotrans_score, **params)

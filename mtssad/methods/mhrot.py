@@ -39,7 +39,8 @@ def eq4_scores(probs: dict[str, torch.Tensor], plan: Plan) -> torch.Tensor:
 
 @register_detector
 class MHRotDetector(MultiTaskDetector):
-    """MHRot on the shared Wide-ResNet; the parameters are MultiTaskDetector's, with tasks fixed to the geometric heads."""
+    """MHRot on the shared Wide-ResNet; the parameters are MultiTaskDetector's, with tasks fixed to the geometric
+    heads."""
 
     def __init__(self, **params):
         params.setdefault("tasks", GEOMETRIC_TASKS)

@@ -105,7 +105,8 @@ class PixelDetector(OutlierMixin, BaseEstimator):
             if not isinstance(self.pca_components, int) or not 1 <= self.pca_components <= limit:
                 held = f", {len(X_cal)} held out for calibration" if X_cal is not None else ""
                 raise ValueError(f"pca_components must be an integer in [1, {limit}] (min of the {f.shape[0]} images "
-                                 f"it is fitted on{held}, and {f.shape[1]} pixels) or None; got {self.pca_components!r}")
+                                 f"it is fitted on{held}, and {f.shape[1]} pixels) or None; "
+                                 f"got {self.pca_components!r}")
             self.pca_ = PCA(n_components=self.pca_components, random_state=self.seed).fit(f)
             f = self.pca_.transform(f)
         self.estimator_ = self._estimator().fit(f)
