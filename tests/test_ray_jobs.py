@@ -35,8 +35,15 @@ SUBMIT = textwrap.dedent('''
         url = "http://" + ctx.dashboard_url
         client = JobSubmissionClient(url)
         entry = " ".join([sys.executable, "ray_jobs/one_vs_all.py", *sys.argv[2:]])
-        job = client.submit_job(entrypoint=entry, runtime_env={"working_dir": sys.argv[1],
-                                "excludes": [".git", "runs", "__pycache__", "*.egg-info"]})
+        for attempt in range(30):  # the head's job agent can lag its dashboard: "No available agent ..." (HTTP 500)
+            try:
+                job = client.submit_job(entrypoint=entry, runtime_env={"working_dir": sys.argv[1],
+                                        "excludes": [".git", "runs", "__pycache__", "*.egg-info"]})
+                break
+            except RuntimeError as e:
+                if "No available agent" not in str(e) or attempt == 29:
+                    raise
+                time.sleep(2)
         t0 = time.time()
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
             if time.time() - t0 > 400:
