@@ -18,11 +18,7 @@ TINY_RAY = dict(backbone="wrn-10-1", grid=(2, 2), k=3, margin=1, epochs=2, min_s
                 progress=False, device="cpu")  # min_steps=0: exactly `epochs` epochs on tiny data
 
 
-@pytest.fixture(scope="session")
-def ray_local(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
+def _start_local_ray(ray) -> None:
     # TRAIN_DRIVER: 1 lets a test cap Tune trial drivers to one at a time, also on resume (RAY_NOTES §1)
     ray.init(address="local", num_cpus=2, resources={"TRAIN_DRIVER": 1}, include_dashboard=False,
              log_to_driver=False)
@@ -31,7 +27,32 @@ def ray_local(tmp_path_factory):
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    _start_local_ray(ray)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture()
+def no_ray_in_this_process():
+    """For a test whose child process starts a Ray head with a job server: this process's Ray (the session's,
+    if an earlier test started it) is shut down for the test and started again after it. Two Rays on one
+    machine both bind the dashboard agent's fixed port 52365 (ray.init cannot move it); the second agent dies
+    and that head never takes a job ("No available agent to submit job")."""
+    ray = pytest.importorskip("ray")
+    was_running = ray.is_initialized()
+    if was_running:
+        ray.shutdown()
+    try:
+        yield
+    finally:
+        if was_running:
+            _start_local_ray(ray)
