@@ -108,7 +108,7 @@ def test_recipes_that_would_never_schedule_or_starve_are_refused_or_avoided():
 @pytest.mark.ray
 def test_the_board_shows_running_steps_on_the_driver_within_seconds(ray_local, caplog):  # noqa: F811
     """The sweep side of live progress: what a trial's fit pushes reaches the driver's console line."""
-    from mtssad.distributed.progress import fit_progress_kwargs, start_board
+    from mtssad.distributed.progress import fit_progress_kwargs, start_board, trial_finished
     from mtssad.distributed.watch import SweepWatch
 
     class Fits:
@@ -129,6 +129,9 @@ def test_the_board_shows_running_steps_on_the_driver_within_seconds(ray_local, c
         kw["progress_callback"](120, 300)
         with SweepWatch(board="mtssad-progress-test-board", first_line_s=1.0, line_every_s=30.0, tick_s=0.2):
             time.sleep(3.0)
+        trial_finished("mtssad-progress-test-board", "t1")  # a finished trial leaves the [running] line
+        trial_finished(None, "t0")  # no board: nothing to do, no error
+        assert set(ray_local.get(board.snapshot.remote())["entries"]) == {"t0"}
     finally:
         ray_local.kill(board)
     assert ("[running] class 2 / ours (config 1/1): starting; class 3 / ours 2x2 k=3 (config 1/2): 120/300 steps | "

@@ -110,6 +110,9 @@ class ProgressBoard:
     def snapshot(self) -> dict:
         return {"now": time.monotonic() - self.t0, "entries": dict(self.entries)}
 
+    def done(self, trial_id: str) -> None:
+        self.entries.pop(trial_id, None)
+
 
 def board_name(experiment: str, run_id: str) -> str:
     """A name no other board has: the experiment, the driver's job and a random part (a resumed sweep in the
@@ -137,13 +140,8 @@ def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config
     """
     import inspect
 
-    if not board:
-        return {}
-    try:
-        import ray
-
-        handle = ray.get_actor(board, namespace=BOARD_NAMESPACE)
-    except Exception:  # no board (driver gone, older sweep): train without live progress
+    handle = _board_handle(board)
+    if handle is None:
         return {}
 
     def progress_callback(steps_done: int, steps_planned: int) -> None:
@@ -158,6 +156,29 @@ def fit_progress_kwargs(det, board: str | None, trial_id: str, what: str, config
     except (TypeError, ValueError):
         takes = False
     return {"progress_callback": progress_callback} if takes else {}
+
+
+def _board_handle(board: str | None):
+    """The named board actor, or None when there is none (no board asked for, driver gone, older sweep)."""
+    if not board:
+        return None
+    try:
+        import ray
+
+        return ray.get_actor(board, namespace=BOARD_NAMESPACE)
+    except Exception:
+        return None
+
+
+def trial_finished(board: str | None, trial_id: str) -> None:
+    """Take a class trial off the board when it ends (finished or failed), so the console stops listing its last
+    config as running; a restarted trial pushes itself back. Fire-and-forget, like the pushes."""
+    handle = _board_handle(board)
+    if handle is not None:
+        try:
+            handle.done.remote(trial_id)
+        except Exception:
+            pass
 
 
 def running_line(snapshot: dict, elapsed: float, stale_s: float = 600.0) -> str | None:

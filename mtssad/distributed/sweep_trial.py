@@ -338,6 +338,7 @@ def class_trial(tune_config: dict, dataset=None, settings: TrialSettings | None 
     import ray.tune
     import torch
 
+    from .progress import trial_finished
     from .resources import trial_device
 
     device, threads = trial_device(allow_cpu_fallback=settings.config.cpu_fallback)
@@ -356,8 +357,11 @@ def class_trial(tune_config: dict, dataset=None, settings: TrialSettings | None 
             st.save(checkpoint_dir)
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir))
 
-    run_class_configs(trial, dataset, settings, state, device="cpu" if settings.mode != IN_PROCESS else device,
-                      trial_id=trial_id, report=report, node_id=ray.get_runtime_context().get_node_id())
+    try:
+        run_class_configs(trial, dataset, settings, state, device="cpu" if settings.mode != IN_PROCESS else device,
+                          trial_id=trial_id, report=report, node_id=ray.get_runtime_context().get_node_id())
+    finally:
+        trial_finished(settings.progress_board, trial_id)  # off the console's [running] line
     if device == "cuda":
         torch.cuda.empty_cache()  # the actor may be reused by the next class trial
 
