@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,3 +296,27 @@ def short_tmp(prefix: str) -> Path:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- fixtures shared by the cluster test files
+
+@pytest.fixture()
+def root():
+    """A short temporary directory (Unix socket paths under it must stay under 108 bytes), removed after."""
+    path = short_tmp("mtssad-cl-")
+    try:
+        yield path
+    finally:
+        rmtree(path)
+
+
+@pytest.fixture()
+def moto_s3(root):
+    """A moto S3 server on loopback for the s3:// storage tests; skipped where moto or boto3 is missing."""
+    pytest.importorskip("moto")
+    pytest.importorskip("boto3")
+    s3 = MotoS3(root)
+    try:
+        yield s3
+    finally:
+        s3.stop()

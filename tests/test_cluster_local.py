@@ -17,28 +17,9 @@ import pytest
 
 pytest.importorskip("ray")
 import cluster_harness as ch  # noqa: E402
+from cluster_harness import moto_s3, root  # noqa: E402,F401 (fixtures)
 
 SCRIPT_DIR = ch.ROOT / "tests"
-
-
-@pytest.fixture()
-def root():
-    path = ch.short_tmp("mtssad-cl-")
-    try:
-        yield path
-    finally:
-        ch.rmtree(path)
-
-
-@pytest.fixture()
-def moto_s3(root):
-    pytest.importorskip("moto")
-    pytest.importorskip("boto3")
-    s3 = ch.MotoS3(root)
-    try:
-        yield s3
-    finally:
-        s3.stop()
 
 
 def _run(cmd, env, timeout=300, check=True):

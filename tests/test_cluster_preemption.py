@@ -23,28 +23,9 @@ import pytest
 
 pytest.importorskip("ray")
 import cluster_harness as ch  # noqa: E402
+from cluster_harness import moto_s3, root  # noqa: E402,F401 (fixtures)
 
 SWEEP_CMD = [sys.executable, "-c", "import sys; from mtssad.cli import main; sys.exit(main())"]
-
-
-@pytest.fixture()
-def root():
-    path = ch.short_tmp("mtssad-pd-")
-    try:
-        yield path
-    finally:
-        ch.rmtree(path)
-
-
-@pytest.fixture()
-def moto_s3(root):
-    pytest.importorskip("moto")
-    pytest.importorskip("boto3")
-    s3 = ch.MotoS3(root)
-    try:
-        yield s3
-    finally:
-        s3.stop()
 
 
 def node_pids(node_id: str) -> list[int]:
