@@ -91,15 +91,15 @@ def test_recipes_that_would_never_schedule_or_starve_are_refused_or_avoided():
 
     with pytest.raises(ValueError, match="--driver-resource TRAIN_DRIVER with in-process GPU class trials"):
         class_trial_resources(num_workers=1, use_gpu=True, cpus_per_trial=1, gpus_per_trial=1, driver_cpus=1.0,
-                          driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
+                              driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
     ok = class_trial_resources(num_workers=1, use_gpu=False, cpus_per_trial=1, gpus_per_trial=None, driver_cpus=1.0,
-                           driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
+                               driver_resources={"TRAIN_DRIVER": 1}, max_concurrent_trials=None, cluster={"CPU": 8.0})
     assert ok["trial_resources"] == {"CPU": 1.0, "TRAIN_DRIVER": 1}  # CPU trials on the head: schedulable
     with pytest.raises(ValueError, match="--max-concurrent-trials"):  # DDP on a 0-GPU head: would run 1 at a time
         ddp_trial_resources(num_workers=2, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
-                       max_concurrent_trials=None, cluster={"CPU": 8.0})
+                            max_concurrent_trials=None, cluster={"CPU": 8.0})
     assert ddp_trial_resources(num_workers=2, use_gpu=True, cpus_per_trial=None, gpus_per_trial=None, driver_cpus=1.0,
-                          max_concurrent_trials=8, cluster={"CPU": 8.0})["max_concurrent_trials"] == 8
+                               max_concurrent_trials=8, cluster={"CPU": 8.0})["max_concurrent_trials"] == 8
     cifar = np.repeat(np.arange(10), 5000)  # the one-vs-all recipe: 4,000 fit images a class
     assert sweep_workers(None, cifar, [3], 0.2) == 2  # CPU cluster: DDP from DDP_MIN_FIT_IMAGES, as before
     assert sweep_workers(None, cifar, [3], 0.2, use_gpu=True) == 1  # GPUs: a class trial per GPU, all 10 at once
